@@ -1,0 +1,1 @@
+"""Turns archived and simulated data into live feeds."""

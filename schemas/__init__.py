@@ -1,0 +1,1 @@
+"""Shared definitions: Kafka messages, the clinical concept dictionary, canonical tables."""

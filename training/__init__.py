@@ -1,0 +1,1 @@
+"""Batch side: loaders into the canonical tables, cohorts and labels, models, evaluation."""

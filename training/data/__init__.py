@@ -1,0 +1,1 @@
+"""Loaders that turn each source into the canonical events and stays tables."""

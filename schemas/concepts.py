@@ -34,6 +34,13 @@ class ConceptError(BedsideError, ValueError):
     """The concept dictionary file is inconsistent, or a name is not in it."""
 
 
+class UnknownConceptError(ConceptError, KeyError):
+    """A concept name that is not in the dictionary."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Conversion(BaseModel):
     """Linear conversion of a source value into the canonical unit."""
 
@@ -131,7 +138,7 @@ class ConceptDictionary(Mapping[str, Concept]):
         try:
             return self._concepts[name]
         except KeyError:
-            raise ConceptError(f"unknown concept {name!r}") from None
+            raise UnknownConceptError(f"unknown concept {name!r}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._concepts)

@@ -69,7 +69,14 @@ class Vitals(Message):
     time: AwareDatetime
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     seq: Annotated[int, Field(ge=0)]
-    values: Annotated[dict[str, float], Field(min_length=1, max_length=128)]
+    values: Annotated[
+        dict[str, float],
+        Field(
+            min_length=1,
+            max_length=128,
+            json_schema_extra={"propertyNames": {"enum": sorted(load_concepts())}},
+        ),
+    ]
 
     @field_validator("values")
     @classmethod
@@ -86,7 +93,7 @@ class WaveformChunk(Message):
 
     bed: BedId
     stay_id: StayId | None = None
-    signal: str
+    signal: Annotated[str, Field(json_schema_extra={"enum": sorted(load_concepts().waveforms)})]
     fs: Annotated[float, Field(gt=0.0, le=10_000.0)]
     start: AwareDatetime
     seq: Annotated[int, Field(ge=0)]

@@ -11,6 +11,8 @@
     source_code String      the code in the source (``physionet2012//HR``)
 
 ``stays``: one row per ICU stay with its static covariates and outcomes (see STAYS).
+Times are the ICU stay's (admission, discharge) and the hospital admission's end, so
+that in-ICU and in-hospital death can both be labelled (:mod:`bedside.training.cohorts`).
 Sources without absolute times (PhysioNet 2012) anchor every stay at ``TIME_ANCHOR``.
 """
 
@@ -28,12 +30,12 @@ TIME = pl.Datetime("us", "UTC")
 
 EVENTS: Final = pl.Schema(
     {
-        "subject_id": pl.Int64,
-        "stay_id": pl.Int64,
+        "subject_id": pl.Int64(),
+        "stay_id": pl.Int64(),
         "time": TIME,
-        "code": pl.String,
-        "numeric_value": pl.Float64,
-        "source_code": pl.String,
+        "code": pl.String(),
+        "numeric_value": pl.Float64(),
+        "source_code": pl.String(),
     }
 )
 
@@ -41,20 +43,22 @@ ICU_TYPES: Final = ("coronary", "cardiac_surgery", "medical", "surgical", "neuro
 
 STAYS: Final = pl.Schema(
     {
-        "stay_id": pl.Int64,
-        "subject_id": pl.Int64,
-        "source": pl.String,
-        "admit_time": TIME,
-        "discharge_time": TIME,
-        "age": pl.Float64,
-        "sex": pl.String,  # "F", "M" or null
-        "height_cm": pl.Float64,
-        "weight_kg": pl.Float64,
-        "icu_type": pl.String,  # one of ICU_TYPES or null
-        "in_hospital_death": pl.Int8,  # 0/1
+        "stay_id": pl.Int64(),
+        "subject_id": pl.Int64(),
+        "source": pl.String(),
+        "admit_time": TIME,  # ICU admission
+        "discharge_time": TIME,  # ICU discharge; null when the source does not say
+        "hospital_discharge_time": TIME,  # end of the hospital admission; null when unknown
+        "age": pl.Float64(),
+        "sex": pl.String(),  # "F", "M" or null
+        "height_cm": pl.Float64(),
+        "weight_kg": pl.Float64(),
+        "icu_type": pl.String(),  # one of ICU_TYPES or null
+        "in_hospital_death": pl.Int8(),  # 0/1
         "death_time": TIME,  # null when not known to have died
-        "survival_days": pl.Float64,  # admission to death; null when not known to die
-        "los_days": pl.Float64,
+        "survival_days": pl.Float64(),  # ICU admission to death; null when not known to die
+        "los_days": pl.Float64(),  # ICU length of stay; null when unknown
+        "hospital_los_days": pl.Float64(),  # ICU admission to hospital discharge
     }
 )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from bedside.schemas.concepts import load_concepts
-from bedside.schemas.tables import TIME_ANCHOR
+from bedside.schemas.tables import TIME, TIME_ANCHOR
 from bedside.training.data.canonical import (
     BadRowPolicy,
     ConversionReport,
@@ -296,7 +296,10 @@ def _stays(
         subject_id=pl.col("stay_id"),
         source=pl.lit(SYSTEM),
         admit_time=pl.lit(TIME_ANCHOR),
-        discharge_time=pl.lit(TIME_ANCHOR) + pl.duration(days=pl.col("los_days")),
+        # The challenge's Length_of_stay runs from ICU admission to the end of the hospital
+        # stay; when the patient left the ICU is not given.
+        discharge_time=pl.lit(None, TIME),
+        hospital_discharge_time=pl.lit(TIME_ANCHOR) + pl.duration(days=pl.col("los_days")),
         age=pl.col("age"),
         sex=pl.col("sex"),
         height_cm=pl.col("height_cm"),
@@ -305,5 +308,6 @@ def _stays(
         in_hospital_death=pl.col("death").cast(pl.Int8),
         death_time=pl.lit(TIME_ANCHOR) + pl.duration(days=survival),
         survival_days=survival,
-        los_days=pl.col("los_days"),
+        los_days=pl.lit(None, pl.Float64),
+        hospital_los_days=pl.col("los_days"),
     )

@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLAlchemy URL, e.g. postgresql+psycopg://host/db or sqlite:///cdm.db",
     )
     omop.add_argument("--schema", help="database schema holding the CDM tables")
+    omop.add_argument(
+        "--vocabulary-schema", help="schema holding the vocabulary (concept) table, if not --schema"
+    )
+    omop.add_argument(
+        "--icu-concept",
+        type=int,
+        action="append",
+        dest="icu_concepts",
+        metavar="CONCEPT_ID",
+        help="visit_detail_concept_id of ICU stays (repeatable; default 32037 Intensive Care)",
+    )
+    omop.add_argument(
+        "--timezone", default="UTC", help="zone of timestamps stored without one (default UTC)"
+    )
 
     for source in (physionet, mimic, meds, omop):
         source.add_argument("--out", type=Path, required=True, help="output folder")

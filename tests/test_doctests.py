@@ -11,6 +11,7 @@ MODULES = [
     "bedside.schemas.concepts",
     "bedside.schemas.messages",
     "bedside.training.cohorts",
+    "bedside.training.data.omop",
 ]
 
 

@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         options["outcomes"] = args.outcomes
     if args.source == "omop":
         options["schema"] = args.schema
+        options["vocabulary_schema"] = args.vocabulary_schema
+        options["timezone"] = args.timezone
+        if args.icu_concepts:
+            options["icu_concepts"] = tuple(args.icu_concepts)
         source: str | Path = args.path
     else:
         source = args.path

@@ -73,3 +73,16 @@ def conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     if missing:
         raise ValueError(f"table lacks canonical columns {missing}")
     return frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+
+
+#: Ground truth of injected artefacts (simulator, fault injection), next to the events as
+#: ``artefacts.parquet``: which concept of which stay was corrupted, when, and how.
+ARTEFACTS: Final = pl.Schema(
+    {
+        "stay_id": pl.Int64(),
+        "code": pl.String(),
+        "start": TIME,
+        "end": TIME,
+        "kind": pl.String(),  # spike, flatline, dropout, arterial_zero, sensor_off
+    }
+)

@@ -12,6 +12,8 @@ MODULES = [
     "bedside.schemas.messages",
     "bedside.training.cohorts",
     "bedside.training.data.omop",
+    "bedside.replay.physiology",
+    "bedside.replay.simulator",
 ]
 
 

@@ -11,6 +11,7 @@ MODULES = [
     "bedside.schemas.concepts",
     "bedside.schemas.messages",
     "bedside.training.cohorts",
+    "bedside.training.data.mimic_iv",
     "bedside.training.data.omop",
     "bedside.replay.physiology",
     "bedside.replay.simulator",

@@ -324,7 +324,9 @@ def test_cli_converts_the_cdm(cdm: tuple[str, str | None], tmp_path: Path) -> No
     assert report["stays"] == 4
     assert report["in_hospital_deaths"] == 2
     assert report["unmapped_codes"] == {f"omop//{UNKNOWN}": 1, f"omop//{SNOMED_LOOKALIKE}": 1}
-    assert any(w.startswith("2 measurement rows") for w in report["warnings"])
+    assert report["not_converted"] == {
+        "measurement of an ICU patient in no ICU stay (ward time, another visit detail)": 2
+    }
     assert report["bad_rows"] == 0
 
 

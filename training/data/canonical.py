@@ -26,6 +26,8 @@ BadRowPolicy = Literal["error", "skip"]
 
 #: How many bad rows the report lists one by one (all are counted).
 MAX_LISTED_BAD_ROWS = 100
+#: Events per Parquet row group: large enough to read fast, small enough to stay bounded.
+GROUP_ROWS = 250_000
 
 
 class DataError(BedsideError, ValueError):
@@ -50,6 +52,8 @@ class ConversionReport:
     deaths: int = 0
     unmapped: Counter[str] = field(default_factory=Counter)
     unmapped_kept: bool = False
+    #: Rows of mapped codes that were read but not converted, by reason.
+    not_converted: Counter[str] = field(default_factory=Counter)
     bad_rows: int = 0
     bad_row_examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -62,6 +66,11 @@ class ConversionReport:
         self.bad_rows += 1
         if len(self.bad_row_examples) < MAX_LISTED_BAD_ROWS:
             self.bad_row_examples.append(str(error))
+
+    def not_convert(self, reason: str, rows: int) -> None:
+        """Count rows read but deliberately not converted (no value, outside every stay)."""
+        if rows:
+            self.not_converted[reason] += rows
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -77,6 +86,7 @@ class ConversionReport:
             "unmapped_codes": dict(self.unmapped.most_common()),
             "unmapped_rows": sum(self.unmapped.values()),
             "unmapped_kept": self.unmapped_kept,
+            "not_converted": dict(self.not_converted.most_common()),
             "bad_rows": self.bad_rows,
             "bad_row_examples": self.bad_row_examples,
             "warnings": self.warnings,
@@ -96,6 +106,8 @@ class ConversionReport:
                 f"  {unmapped_rows} rows with {len(self.unmapped)} unmapped codes, {fate}: "
                 f"{top}{', ...' if len(self.unmapped) > 8 else ''}"
             )
+        for reason, rows in self.not_converted.most_common():
+            lines.append(f"  {rows} rows not converted: {reason}")
         if self.bad_rows:
             lines.append(f"  {self.bad_rows} bad rows skipped, e.g. {self.bad_row_examples[0]}")
         lines.extend(f"  warning: {w}" for w in self.warnings[:5])
@@ -103,21 +115,39 @@ class ConversionReport:
 
 
 class EventsWriter:
-    """Append batches of canonical events to ``DIR/events.parquet``, conforming each one."""
+    """Append batches of canonical events to ``DIR/events.parquet``.
 
-    def __init__(self, out_dir: Path, report: ConversionReport) -> None:
+    Small batches are gathered and written about ``group_rows`` at a time (one Parquet
+    row group each), so a streaming loader can hand over whatever its blocks give.
+    """
+
+    def __init__(
+        self, out_dir: Path, report: ConversionReport, group_rows: int = GROUP_ROWS
+    ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / "events.parquet"
         self._report = report
+        self._group_rows = group_rows
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
         self._schema = pl.DataFrame(schema=EVENTS).to_arrow().schema
         self._writer = pq.ParquetWriter(self.path, self._schema, compression="zstd")
 
     def write(self, batch: pl.DataFrame) -> None:
         if batch.height == 0:
             return
-        table = conform(batch, EVENTS).to_arrow().cast(self._schema)
-        self._writer.write_table(table)
+        self._pending.append(conform(batch, EVENTS))
+        self._pending_rows += batch.height
         self._report.events += batch.height
+        if self._pending_rows >= self._group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            table = pl.concat(self._pending).to_arrow().cast(self._schema)
+            self._writer.write_table(table)
+        self._pending = []
+        self._pending_rows = 0
 
     def __enter__(self) -> Self:
         return self
@@ -128,6 +158,8 @@ class EventsWriter:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        if kind is None:
+            self.flush()
         self._writer.close()
         if kind is not None:
             self.path.unlink(missing_ok=True)

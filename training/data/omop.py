@@ -706,11 +706,9 @@ def _convert_events(
             .first()
         )
         print(f"  {report.rows_read} measurement rows read, {report.events} events", flush=True)
-    if outside:
-        report.warn(
-            f"{outside} measurement rows of ICU patients lie in no ICU stay (ward time or "
-            "another visit detail on an ICU day) and were not converted"
-        )
+    report.not_convert(
+        "measurement of an ICU patient in no ICU stay (ward time, another visit detail)", outside
+    )
     return firsts
 
 

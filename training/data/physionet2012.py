@@ -33,6 +33,8 @@ from bedside.training.data.canonical import (
 SYSTEM = "physionet2012"
 DESCRIPTORS = ("RecordID", "Age", "Gender", "Height", "ICUType", "Weight")
 ICU_TYPES = {1: "coronary", 2: "cardiac_surgery", 3: "medical", 4: "surgical"}
+#: Stay files read and converted together.
+CHUNK_FILES = 1000
 OUTCOME_COLUMNS = ("RecordID", "SAPS-I", "SOFA", "Length_of_stay", "Survival", "In-hospital_death")
 
 
@@ -175,17 +177,25 @@ def convert(
     if not files:
         raise DataError(set_dir, None, "no stay files (*.txt) in this directory")
     print(f"reading {len(files)} stay files from {set_dir}", flush=True)
-    rows = read_stays(files, report, on_bad_row).sort("path", "line")
     # Descriptors are the first row of their name at 00:00, interleaved with measurements.
     descriptor = (
         (pl.col("minutes") == 0)
         & pl.col("parameter").is_in(DESCRIPTORS)
         & (pl.int_range(pl.len()).over("path", "parameter") == 0)
     )
-    rows = rows.with_columns(descriptor=descriptor)
-    stays = _descriptors(files, rows.filter("descriptor"))
+    parts = []
     with EventsWriter(out_dir, report) as writer:
-        writer.write(_events(rows.filter(~pl.col("descriptor")), stays, report, keep_unmapped))
+        # A thousand stays at a time, so memory does not grow with the size of the set.
+        for first in range(0, len(files), CHUNK_FILES):
+            chunk = files[first : first + CHUNK_FILES]
+            rows = read_stays(chunk, report, on_bad_row).sort("path", "line")
+            rows = rows.with_columns(descriptor=descriptor)
+            parts.append(_descriptors(chunk, rows.filter("descriptor")))
+            writer.write(
+                _events(rows.filter(~pl.col("descriptor")), parts[-1], report, keep_unmapped)
+            )
+            print(f"  {first + len(chunk)}/{len(files)} stays", flush=True)
+    stays = pl.concat(parts)
     write_stays(out_dir, _stays(stays, outcomes, report), report)
     report.seconds = time.perf_counter() - started
     write_report(out_dir, report)

@@ -72,6 +72,8 @@ class Concept(BaseModel):
     loinc: tuple[str, ...] = ()
     omop: tuple[int, ...] = ()
     convert: dict[str, Conversion] = Field(default_factory=dict)
+    #: OMOP unit_concept_id -> conversion, for values recorded in another unit.
+    omop_units: dict[int, Conversion] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Concept:
@@ -154,6 +156,14 @@ class ConceptDictionary(Mapping[str, Concept]):
         if concept is None:
             return None
         return concept, concept.conversion(system, code)
+
+    def omop_unit_conversions(self) -> dict[tuple[str, int], Conversion]:
+        """(concept, OMOP unit_concept_id) -> conversion into the canonical unit."""
+        return {
+            (concept.name, unit): conversion
+            for concept in self._concepts.values()
+            for unit, conversion in concept.omop_units.items()
+        }
 
     def source_table(self, system: SourceSystem) -> dict[str, tuple[str, Conversion]]:
         """Every code of one source system -> (concept name, conversion), for joins."""

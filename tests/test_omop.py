@@ -420,8 +420,8 @@ def test_unknown_schema_is_named(postgres_cdm: tuple[str, str], tmp_path: Path) 
         omop.convert(url, tmp_path, schema="no_such_schema")
 
 
-def test_unit_conversions_name_dictionary_concepts() -> None:
-    concepts = load_concepts()
-    for name, unit in omop.UNIT_CONVERSIONS:
-        assert name in concepts, f"UNIT_CONVERSIONS names unknown concept {name!r} ({unit})"
-    assert omop.UNIT_CONVERSIONS["temperature", FAHRENHEIT].apply(98.6) == pytest.approx(37.0)
+def test_omop_unit_conversions_come_from_the_dictionary() -> None:
+    conversions = load_concepts().omop_unit_conversions()
+    assert conversions["temperature", FAHRENHEIT].apply(98.6) == pytest.approx(37.0)
+    assert conversions["glucose", MMOL_L].apply(5.5) == pytest.approx(99.088)
+    assert conversions["weight", POUND].apply(100) == pytest.approx(45.359237)

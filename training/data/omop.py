@@ -41,7 +41,8 @@ Times
     Timestamps stored without a time zone are read in ``timezone`` (UTC by default).
 Units
     Values are taken to be in the concept's canonical unit, except for the unit concepts
-    listed in ``UNIT_CONVERSIONS`` (°F, pounds, inches, percent FiO2, SI lab units),
+    listed under ``omop_units`` in the concept dictionary (°F, pounds, inches, percent
+    FiO2, SI lab units),
     which are converted. A value in any other unit, or with no unit, is kept as recorded;
     the concept's plausible range and the anomaly detectors flag what that gets wrong.
 
@@ -65,7 +66,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from bedside.schemas.concepts import Conversion, load_concepts
+from bedside.schemas.concepts import load_concepts
 from bedside.schemas.tables import TIME
 from bedside.training.data.canonical import (
     BadRowPolicy,
@@ -88,25 +89,6 @@ SEX: Final = {8507: "M", 8532: "F"}
 #: Rows fetched from the database per batch (and per events write).
 BATCH_ROWS: Final = 100_000
 
-#: (concept, unit_concept_id) -> conversion into the concept's canonical unit. Unit ids are
-#: the OMOP (UCUM) unit concepts; factors from molar masses (glucose 180.16 g/mol, creatinine
-#: 113.12, bilirubin 584.66, magnesium 24.305, urea nitrogen 2 x 14.007, lactate 90.08,
-#: cholesterol 386.65).
-UNIT_CONVERSIONS: Final[dict[tuple[str, int], Conversion]] = {
-    ("temperature", 9289): Conversion(scale=5 / 9, offset=-160 / 9),  # degree Fahrenheit
-    ("weight", 8739): Conversion(scale=0.45359237),  # pound
-    ("height", 9327): Conversion(scale=2.54),  # inch
-    ("height", 9330): Conversion(scale=2.54),  # inch (US)
-    ("fio2", 8554): Conversion(scale=0.01),  # percent
-    ("glucose", 8753): Conversion(scale=18.016),  # mmol/L
-    ("creatinine", 8749): Conversion(scale=1 / 88.42),  # umol/L
-    ("bilirubin", 8749): Conversion(scale=1 / 17.104),  # umol/L
-    ("bun", 8753): Conversion(scale=2.8014),  # mmol/L
-    ("magnesium", 8753): Conversion(scale=2.4305),  # mmol/L
-    ("albumin", 8636): Conversion(scale=0.1),  # g/L
-    ("lactate", 8840): Conversion(scale=1 / 9.008),  # mg/dL
-    ("cholesterol", 8753): Conversion(scale=38.67),  # mmol/L
-}
 
 #: Tables the loader reads, with the columns it cannot do without.
 REQUIRED_COLUMNS: Final = {
@@ -611,12 +593,13 @@ def _code_table(reader: _Reader, cdm: dict[str, _CdmTable]) -> pl.DataFrame:
     )
 
 
+_UNIT_CONVERSIONS = load_concepts().omop_unit_conversions()
 UNITS: Final = pl.DataFrame(
     {
-        "code": [code for code, _ in UNIT_CONVERSIONS],
-        "unit_concept_id": [unit for _, unit in UNIT_CONVERSIONS],
-        "unit_scale": [conversion.scale for conversion in UNIT_CONVERSIONS.values()],
-        "unit_offset": [conversion.offset for conversion in UNIT_CONVERSIONS.values()],
+        "code": [code for code, _ in _UNIT_CONVERSIONS],
+        "unit_concept_id": [unit for _, unit in _UNIT_CONVERSIONS],
+        "unit_scale": [conversion.scale for conversion in _UNIT_CONVERSIONS.values()],
+        "unit_offset": [conversion.offset for conversion in _UNIT_CONVERSIONS.values()],
     },
     schema={
         "code": pl.String,

@@ -11,6 +11,8 @@ MODULES = [
     "bedside.schemas.concepts",
     "bedside.schemas.messages",
     "bedside.training.cohorts",
+    "bedside.training.windows",
+    "bedside.training.imputation.protocol",
     "bedside.training.data.mimic_iv",
     "bedside.training.data.omop",
     "bedside.replay.physiology",

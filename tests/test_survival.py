@@ -1,0 +1,310 @@
+"""Survival models: likelihood, features, tiny models that learn, export, the engine's path.
+
+Models are tiny and the cohort is simulated (:func:`bedside.replay.simulator.simulate_cohort`),
+so the whole file runs in well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from bedside.cli import main
+from bedside.replay.simulator import simulate_cohort
+from bedside.training.survival.data import build_cohort
+from bedside.training.survival.features import FEATURES, window_features
+from bedside.training.survival.fit import FitOptions, fit_model
+from bedside.training.survival.importance import integrated_gradients, permutation_importance
+from bedside.training.survival.likelihood import (
+    interval_targets,
+    negative_log_likelihood,
+    survival_curve,
+)
+from bedside.training.survival.model import SurvivalModel
+from bedside.training.survival.nets import survival_loss
+from bedside.training.survival.tabular import _export_trees, _trees_logit
+from bedside.training.windows import window
+
+torch.set_num_threads(2)
+
+#: Tiny settings per architecture: enough to learn the simulator's signal in seconds.
+TINY: dict[str, dict[str, object]] = {
+    "tsfel-lr": {},
+    "tsfel-gbm": {"max_iter": 15, "max_leaf_nodes": 7, "max_features": 1.0},
+    "lstm": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 12, "patience": 4},
+    "cnn": {"channels": 16, "blocks": 2, "head": 16, "max_epochs": 12, "patience": 4},
+    "cnn-lstm": {"channels": 16, "hidden": 16, "head": 16, "max_epochs": 12, "patience": 4},
+}
+
+
+# --- the likelihood ---------------------------------------------------------------------
+
+
+def test_discrete_time_likelihood_counts_censoring_by_hand() -> None:
+    grid = (24.0, 48.0, 72.0)
+    # died at 30 h; censored at 30 h; died at time 0; followed beyond the grid.
+    time_h = np.array([30.0, 30.0, 0.0, 100.0, np.nan])
+    event = np.array([1, 0, 1, 0, 0])
+    at_risk, died = interval_targets(time_h, event, grid)
+    hazards = np.array([[0.1, 0.2, 0.3]] * 5)
+    expected = [
+        -math.log(0.9) - math.log(0.2),  # survived the first day, died in the second
+        -math.log(0.9),  # censored inside the second day: only the first counts
+        -math.log(0.1),  # died in the first interval
+        -math.log(0.9) - math.log(0.8) - math.log(0.7),  # survived all three
+        0.0,  # follow-up unknown: no contribution
+    ]
+    assert negative_log_likelihood(hazards, at_risk, died) == pytest.approx(expected)
+    logits = torch.logit(torch.tensor(hazards, dtype=torch.float64))
+    loss = survival_loss(logits, torch.tensor(at_risk * 1.0), torch.tensor(died * 1.0))
+    assert float(loss) == pytest.approx(np.mean(expected))
+
+
+def test_survival_curves_are_monotone_probabilities() -> None:
+    hazards = np.random.default_rng(0).uniform(0, 1, size=(200, 7))
+    curves = survival_curve(hazards)
+    assert ((curves >= 0) & (curves <= 1)).all()
+    assert (np.diff(curves, axis=1) <= 0).all()
+
+
+# --- features and exported trees --------------------------------------------------------
+
+
+def test_features_follow_tsfel_definitions() -> None:
+    tsfel = pytest.importorskip("tsfel.feature_extraction.features")
+    reference = {
+        "mean": tsfel.calc_mean,
+        "median": tsfel.calc_median,
+        "std": tsfel.calc_std,
+        "interquartile_range": tsfel.interq_range,
+        "median_abs_deviation": tsfel.median_abs_deviation,
+        "skewness": tsfel.skewness,
+        "kurtosis": tsfel.kurtosis,
+        "abs_energy": tsfel.abs_energy,
+        "ecdf_percentile_80": lambda s: tsfel.ecdf_percentile(s, [0.2, 0.8])[1],
+        "slope": tsfel.slope,
+        "median_diff": tsfel.median_diff,
+        "distance": tsfel.distance,
+        "positive_turning": tsfel.positive_turning,
+        "negative_turning": tsfel.negative_turning,
+        "zero_crossings": tsfel.zero_cross,
+    }
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 24, 2))
+    x[rng.random(x.shape) < 0.5] = np.nan
+    ours = window_features(x).reshape(30, 2, len(FEATURES))
+    for stay in range(30):
+        for variable in range(2):
+            series = x[stay, :, variable]
+            series = series[~np.isnan(series)]
+            for name, function in reference.items():
+                got = ours[stay, variable, FEATURES.index(name)]
+                assert got == pytest.approx(function(series), rel=1e-9, abs=1e-12), name
+
+
+def test_exported_trees_give_scikit_learns_probabilities() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 6))
+    y = (x[:, 0] + np.nan_to_num(x[:, 1]) + rng.normal(size=400) > 0.5).astype(int)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(x, y)
+    exported = _export_trees("m", model, 0.0)
+    ours = 1 / (1 + np.exp(-_trees_logit(exported, "m", x)))
+    np.testing.assert_allclose(ours, model.predict_proba(x)[:, 1], atol=1e-12)
+
+
+# --- tiny models on a simulated cohort ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def simulated() -> dict[str, pl.DataFrame]:
+    events, stays, _ = simulate_cohort(stays=360, hours=48, seed=11)
+    train_ids = stays["stay_id"].head(240)
+    return {
+        "events": events,
+        "train": stays.filter(pl.col("stay_id").is_in(train_ids.implode())),
+        "test": stays.filter(~pl.col("stay_id").is_in(train_ids.implode())),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(simulated: dict[str, pl.DataFrame]) -> dict[str, SurvivalModel]:
+    return {
+        arch: fit_model(
+            simulated["events"],
+            simulated["train"],
+            FitOptions(arch=arch, params=dict(params), max_minutes=1.0, seed=3, folds=2),
+        )[0]
+        for arch, params in TINY.items()
+    }
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_tiny_models_learn_mortality(
+    arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+) -> None:
+    model = models[arch]
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    scored = model.predict_windows(test.windows, test.stays)
+    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+    assert ((scored.survival >= 0) & (scored.survival <= 1)).all()
+    assert (np.diff(scored.survival, axis=1) <= 1e-12).all()
+    assert 0 < model.threshold < 1
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_saved_model_predicts_the_same(
+    arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    model = models[arch]
+    model.save(tmp_path)
+    assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
+    loaded = SurvivalModel.load(tmp_path)
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    before = model.predict_windows(test.windows, test.stays)
+    after = loaded.predict_windows(test.windows, test.stays)
+    np.testing.assert_array_equal(before.mortality, after.mortality)
+    np.testing.assert_array_equal(before.survival, after.survival)
+    document = json.loads((tmp_path / "model.json").read_text())
+    assert document["training_data"] == {} or "stay_ids_sha256" in document["training_data"]
+    assert document["threshold"]["rule"] == "event1"
+
+
+@pytest.mark.parametrize("arch", ["tsfel-gbm", "lstm"])
+def test_engine_window_scores_like_offline_prediction(
+    arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+) -> None:
+    """The engine's path (one window from raw events) equals the batch path on that stay."""
+    model = models[arch]
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    batch = model.predict_windows(test.windows, test.stays)
+    for row in (0, 7):
+        stay = test.stays.row(row, named=True)
+        events = simulated["events"].filter(pl.col("stay_id") == stay["stay_id"])
+        offsets = (events["time"] - stay["admit_time"]).dt.total_microseconds() / 6e7
+        raw = window(
+            model.grid,
+            offsets.to_numpy(),
+            events["code"].to_list(),
+            events["numeric_value"].to_numpy(),
+        )
+        one = model.predict_window(raw, stay)
+        assert one["mortality"] == pytest.approx(batch.mortality[row], abs=1e-5)
+        for h, risk in one["risks"].items():
+            assert risk == pytest.approx(batch.risks[h][row], abs=1e-5)
+        assert [t for t, _ in one["survival"]] == list(model.intervals_h)
+
+
+def test_integrated_gradients_add_up_to_the_logit_change(
+    models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+) -> None:
+    model = models["lstm"]
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    inputs = model.encoder.encode(test.windows[:3], test.stays[:3])
+    sequence, statics, gaps = integrated_gradients(model.predictor, inputs, steps=128)
+    assert sequence.shape == inputs.sequence().shape
+    assert statics.shape == inputs.statics.shape
+    assert np.abs(gaps).max() < 0.05
+
+
+def test_permutation_importance_ranks_every_variable(
+    models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+) -> None:
+    model = models["tsfel-lr"]
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    inputs = model.encoder.encode(test.windows, test.stays)
+    importance = permutation_importance(model, inputs, test.mortality, repeats=2)
+    assert set(importance["variable"]) >= set(model.grid.concepts) | {"age", "icu_type"}
+    assert importance["importance"].max() > 0
+
+
+def test_a_trained_imputation_model_travels_with_the_model(
+    simulated: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """``--imputer DIR``: the imputation model fills raw values and is saved with the model."""
+    from bedside.training.imputation.classical import LinearImputer
+    from bedside.training.imputation.pipeline import ImputationModel, fit_standardiser
+    from bedside.training.windows import PHYSIONET_2012, stay_windows
+
+    windows = stay_windows(simulated["events"], simulated["train"], PHYSIONET_2012)
+    standardiser, untrained = fit_standardiser(windows)
+    imputer = LinearImputer().fit(standardiser.transform(windows.values))
+    ImputationModel(PHYSIONET_2012, standardiser, imputer, untrained).save(tmp_path / "imp")
+    options = FitOptions(
+        arch="cnn", imputer_dir=tmp_path / "imp", params=dict(TINY["cnn"]), seed=3, folds=2
+    )
+    model, _ = fit_model(simulated["events"], simulated["train"], options)
+    model.save(tmp_path / "model")
+    loaded = SurvivalModel.load(tmp_path / "model")
+    assert (tmp_path / "model" / "imputation" / "model.json").exists()
+    assert (
+        json.loads((tmp_path / "model" / "model.json").read_text())["imputer"]["kind"] == "linear"
+    )
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    np.testing.assert_array_equal(
+        model.predict_windows(test.windows, test.stays).mortality,
+        loaded.predict_windows(test.windows, test.stays).mortality,
+    )
+
+
+# --- the commands ---------------------------------------------------------------------
+
+
+def test_train_evaluate_predict_commands(
+    simulated: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    for folder, stays in ((train_dir, simulated["train"]), (test_dir, simulated["test"])):
+        folder.mkdir()
+        ids = stays["stay_id"].implode()
+        simulated["events"].filter(pl.col("stay_id").is_in(ids)).write_parquet(
+            folder / "events.parquet"
+        )
+        stays.write_parquet(folder / "stays.parquet")
+    model_dir, report_dir = tmp_path / "model", tmp_path / "report"
+    arguments = ["--data", str(train_dir), "--arch", "tsfel-lr", "--search-trials", "2"]
+    assert main(["train", "survival", *arguments, "--out", str(model_dir)]) == 0
+    document = json.loads((model_dir / "model.json").read_text())
+    assert document["search"]["completed_trials"] == 2 and document["search"]["best_params"]
+    assert document["training_data"]["n_stays"] == 240
+    assert (model_dir / "metrics.json").exists() and (
+        model_dir / "member-0" / "tabular.npz"
+    ).exists()
+
+    evaluate = ["evaluate", "--model", str(model_dir), "--data", str(test_dir)]
+    assert main([*evaluate, "--bootstrap", "20", "--out", str(report_dir)]) == 0
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for key in ("auroc", "auprc", "brier", "ece", "calibration_slope", "hl_h", "event1"):
+        assert key in metrics
+    assert metrics["c_index"] is not None and metrics["n"] == 120
+    assert metrics["permutation_importance"]["variables"]
+    assert (report_dir / "report.html").stat().st_size > 10_000
+
+    predictions = tmp_path / "scores.parquet"
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_dir),
+                "--data",
+                str(test_dir),
+                "--out",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
+    scores = pl.read_parquet(predictions)
+    assert scores.height == 120 and {"mortality", "alert", "risk_720h", "surv_24h"} <= set(
+        scores.columns
+    )

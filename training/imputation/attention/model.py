@@ -1,0 +1,292 @@
+"""The attention imputer: fit on training windows, impute a batch or one window, save, load.
+
+The network is :class:`~bedside.training.imputation.attention.core.AttentionNetwork`
+(self-attention across the steps of a window, a residual over linear interpolation);
+the training task is masked-value reconstruction
+(:mod:`bedside.training.imputation.attention.data`). :meth:`AttentionImputer.fit`
+holds out ``validation_fraction`` of the training windows, hides 10% of their observed
+values once (the evaluation protocol's rate), and keeps the weights of the epoch with
+the lowest mean absolute error on them. Training stops after ``epochs`` epochs,
+``patience`` epochs without improvement, or ``max_minutes`` of wall-clock time,
+whichever comes first, and always ends at the best checkpoint.
+
+Inputs are clipped to ``clip`` standard deviations (default 10) before they reach the
+network, so recording errors of the raw data (pH 735 for 7.35) do not wreck training or
+neighbouring estimates; observed values are returned unchanged whatever their size.
+
+Weights are saved as a torch ``state_dict`` (``weights.pt``) and read back with
+``torch.load(..., weights_only=True)``: no pickle of code.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from bedside.training.imputation.attention.core import AttentionNetwork
+from bedside.training.imputation.attention.data import (
+    ReconstructionBatches,
+    classical_channels,
+    hide,
+    training_inputs,
+)
+from bedside.training.imputation.base import Imputer
+
+WEIGHTS = "weights.pt"
+#: Share of observed validation values hidden to choose the best epoch (the protocol's rate).
+VALIDATION_HIDE_RATE = 0.1
+#: Windows per forward pass when imputing or validating (bounds memory, not results).
+CHUNK = 512
+
+
+class AttentionImputer(Imputer):
+    """Self-attention imputer trained by masked-value reconstruction (SAITS-like).
+
+    Parameters are the network's size (``d_model``, ``heads``, ``layers``, ``d_ffn``; no
+    dropout: the fresh masks of every batch regularise), the training task
+    (``hide_rate``, ``block_rate``, ``reconstruction_weight``), the optimiser (AdamW,
+    learning rate warmed up over the first 5% of the planned steps to ``learning_rate``,
+    then cosine-decayed to zero) and the stopping rules (``epochs``, ``patience``,
+    ``max_minutes``). ``seed`` fixes the split, the masks and the initial weights, so
+    the same data and seed give the same imputer (on the same machine and thread count,
+    unless ``max_minutes`` cuts training short). Set ``torch.set_num_threads`` before
+    ``fit`` or ``impute`` to choose how many cores it uses.
+    """
+
+    kind = "attention"
+
+    def __init__(
+        self,
+        *,
+        d_model: int = 64,
+        heads: int = 4,
+        layers: int = 2,
+        d_ffn: int = 128,
+        clip: float = 10.0,
+        hide_rate: float = 0.2,
+        block_rate: float = 0.05,
+        reconstruction_weight: float = 0.0,
+        batch_size: int = 64,
+        learning_rate: float = 2e-3,
+        weight_decay: float = 0.01,
+        epochs: int = 80,
+        patience: int = 15,
+        validation_fraction: float = 0.1,
+        max_minutes: float = 10.0,
+        seed: int = 0,
+        verbose: bool = True,
+    ) -> None:
+        self.d_model = d_model
+        self.heads = heads
+        self.layers = layers
+        self.d_ffn = d_ffn
+        self.clip = clip
+        self.hide_rate = hide_rate
+        self.block_rate = block_rate
+        self.reconstruction_weight = reconstruction_weight
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_minutes = max_minutes
+        self.seed = seed
+        self.verbose = verbose
+        self.network: AttentionNetwork | None = None
+        self.steps: int | None = None
+        self.variables: int | None = None
+        self.training: dict[str, Any] = {}
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {
+            "d_model": self.d_model,
+            "heads": self.heads,
+            "layers": self.layers,
+            "d_ffn": self.d_ffn,
+            "clip": self.clip,
+            "hide_rate": self.hide_rate,
+            "block_rate": self.block_rate,
+            "reconstruction_weight": self.reconstruction_weight,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "weight_decay": self.weight_decay,
+            "epochs": self.epochs,
+            "patience": self.patience,
+            "validation_fraction": self.validation_fraction,
+            "max_minutes": self.max_minutes,
+            "seed": self.seed,
+            "verbose": self.verbose,
+        }
+
+    def _build(self, steps: int, variables: int) -> AttentionNetwork:
+        self.steps, self.variables = steps, variables
+        return AttentionNetwork(
+            steps,
+            variables,
+            d_model=self.d_model,
+            heads=self.heads,
+            layers=self.layers,
+            d_ffn=self.d_ffn,
+            reconstruction_weight=self.reconstruction_weight,
+        )
+
+    @property
+    def parameter_count(self) -> int:
+        """Number of trained weights."""
+        if self.network is None:
+            return 0
+        return sum(p.numel() for p in self.network.parameters())
+
+    def fit(self, windows: np.ndarray) -> Self:
+        if windows.ndim != 3 or len(windows) < 2:
+            raise ValueError(f"fit needs a batch of at least 2 windows, got shape {windows.shape}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._fit(windows.astype(np.float32, copy=False))
+        return self
+
+    def _fit(self, windows: np.ndarray) -> None:
+        started = time.monotonic()
+        deadline = started + 60 * self.max_minutes
+        order = np.random.default_rng(self.seed).permutation(len(windows))
+        held_out = min(max(1, round(self.validation_fraction * len(windows))), len(windows) - 1)
+        batches = ReconstructionBatches(
+            windows[order[held_out:]],
+            clip=self.clip,
+            batch_size=self.batch_size,
+            hide_rate=self.hide_rate,
+            block_rate=self.block_rate,
+            seed=self.seed,
+        )
+        validation = windows[order[:held_out]]
+        hidden = hide(
+            ~np.isnan(validation),
+            VALIDATION_HIDE_RATE,
+            block_rate=0.0,
+            rng=np.random.default_rng(self.seed + 1),
+        )
+        validation_inputs = training_inputs(validation, hidden, self.clip)
+
+        network = self._build(windows.shape[1], windows.shape[2])
+        optimiser = torch.optim.AdamW(
+            network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+        )
+        best = (float("inf"), 0, copy.deepcopy(network.state_dict()))
+        planned, step, stopped = self.epochs, 0, "epochs"
+        for epoch in range(1, self.epochs + 1):
+            network.train()
+            losses = []
+            for batch in batches:
+                progress = step / (planned * len(batches))
+                for group in optimiser.param_groups:
+                    group["lr"] = self.learning_rate * _one_cycle(progress)
+                loss = network(batch)["loss"]
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                losses.append(loss.item())
+                step += 1
+                if time.monotonic() > deadline:
+                    break
+            score = _validation_error(network, validation_inputs)
+            improved = score < best[0]
+            if improved:
+                best = (score, epoch, copy.deepcopy(network.state_dict()))
+            now = time.monotonic()
+            if self.verbose:
+                print(
+                    f"epoch {epoch:3d}/{planned}  loss {np.mean(losses):.4f}  "
+                    f"validation MAE {score:.4f}{' *' if improved else '  '}  "
+                    f"{now - started:4.0f} s",
+                    flush=True,
+                )
+            # When the clock will not allow every epoch, plan fewer so the schedule anneals
+            # by the deadline (re-planned every epoch, as the machine's load changes).
+            per_epoch = (now - started) / epoch
+            fits = epoch + int((deadline - now) / per_epoch)
+            planned = min(self.epochs, max(epoch + 1, fits))
+            if now > deadline or epoch >= planned:
+                stopped = "max_minutes" if planned < self.epochs or now > deadline else "epochs"
+                break
+            if epoch - best[1] >= self.patience:
+                stopped = "patience"
+                break
+        network.load_state_dict(best[2])
+        network.eval()
+        self.network = network
+        self.training = {
+            "epochs": epoch,
+            "best_epoch": best[1],
+            "validation_mae": best[0],
+            "stopped_by": stopped,
+            "seconds": round(time.monotonic() - started, 1),
+            "windows": len(windows) - held_out,
+            "validation_windows": held_out,
+        }
+
+    def _impute(self, windows: np.ndarray) -> np.ndarray:
+        if self.network is None:
+            raise RuntimeError("the attention imputer must be fitted or loaded before imputing")
+        expected = (self.steps, self.variables)
+        if windows.shape[1:] != expected:
+            raise ValueError(f"windows of shape {windows.shape[1:]} given, {expected} expected")
+        chunks = []
+        with torch.inference_mode():
+            for first in range(0, len(windows), CHUNK):
+                channels = classical_channels(windows[first : first + CHUNK], self.clip)
+                outputs = self.network({"channels": torch.from_numpy(channels)})
+                chunks.append(outputs["imputation"].numpy())
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **self._hyperparameters(),
+            "steps": self.steps,
+            "variables": self.variables,
+            "training": self.training,
+        }
+
+    def _save_weights(self, directory: Path) -> None:
+        if self.network is None:
+            raise RuntimeError("only a fitted attention imputer can be saved")
+        torch.save(self.network.state_dict(), directory / WEIGHTS)
+
+    @classmethod
+    def _load(cls, config: dict[str, Any], directory: Path) -> Self:
+        settings = dict(config)
+        steps, variables = settings.pop("steps"), settings.pop("variables")
+        training = settings.pop("training", {})
+        imputer = cls(**settings)
+        network = imputer._build(steps, variables)
+        network.load_state_dict(torch.load(directory / WEIGHTS, weights_only=True))
+        network.eval()
+        imputer.network = network
+        imputer.training = training
+        return imputer
+
+
+def _one_cycle(progress: float, warmup: float = 0.05) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero at ``progress`` 1."""
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def _validation_error(network: AttentionNetwork, validation: dict[str, torch.Tensor]) -> float:
+    """Mean absolute error on the hidden validation values (standardised, clipped)."""
+    network.eval()
+    total, count = 0.0, 0.0
+    with torch.inference_mode():
+        for first in range(0, len(validation["target"]), CHUNK):
+            chunk = {name: tensor[first : first + CHUNK] for name, tensor in validation.items()}
+            estimate = network(chunk)["estimate"]
+            total += float((torch.abs(estimate - chunk["target"]) * chunk["hidden"]).sum())
+            count += float(chunk["hidden"].sum())
+    return total / max(count, 1.0)

@@ -1,0 +1,1 @@
+"""Mortality and survival models: features, torch networks, training, export to the engine."""

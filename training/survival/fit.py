@@ -1,0 +1,397 @@
+"""Fit a survival model end to end: encode, (search,) train K members, calibrate, threshold.
+
+1. The grid is PhysioNet 2012's (48 hourly steps), keeping the concepts that have at
+   least one training value (a model cannot standardise a variable it never saw).
+2. The input encoder (standardisation, static encoding, imputer) is fitted on the
+   training stays (:class:`~bedside.training.survival.inputs.InputEncoder`).
+3. The training stays are cut into ``folds`` stratified folds (by in-hospital death,
+   seeded). Member ``k`` of the model is trained on the other folds and validated on
+   fold ``k``: nets stop early on its AUROC. The exported model averages the members'
+   log-odds, so every training stay is used, and every training stay has an
+   *out-of-fold* prediction from the member that did not see it.
+4. Post-hoc calibration (``CALIBRATION``) and the alert threshold
+   (:func:`~bedside.training.evaluation.metrics.choose_threshold`, rule ``"event1"``,
+   on the calibrated risks) are fitted on those out-of-fold predictions only — the
+   validation data of the training set — and ``metrics.json`` reports them.
+5. The hyper-parameter search (:mod:`bedside.training.survival.search`), when asked
+   for, runs first on fold 0's split; a net keeps its best trial as member 0.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bedside import __version__
+from bedside.training.cohorts import DEFAULT_HORIZONS_H
+from bedside.training.imputation.base import Imputer, imputer_class
+from bedside.training.imputation.pipeline import ImputationModel
+from bedside.training.survival.data import FOLLOW_UP_DAYS, Cohort, build_cohort
+from bedside.training.survival.inputs import InputEncoder, Inputs
+from bedside.training.survival.likelihood import INTERVAL_ENDS_H, check_grid
+from bedside.training.survival.model import (
+    IMPUTATION_DIR,
+    Ensemble,
+    NetPredictor,
+    Predictor,
+    SurvivalModel,
+    TabularAdapter,
+)
+from bedside.training.windows import PHYSIONET_2012, Grid, Windows
+
+ARCHS = ("tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm")
+FOLDS = 5
+CALIBRATION = "temperature"
+THRESHOLD_RULE = "event1"
+#: Share of the time budget the search may use (the members train in the rest).
+SEARCH_SHARE = 0.5
+
+
+@dataclass
+class FitOptions:
+    arch: str = "lstm"
+    imputer_dir: Path | None = None
+    search_trials: int = 0
+    max_minutes: float = 10.0
+    seed: int = 2026
+    folds: int = FOLDS
+    params: dict[str, Any] = field(default_factory=dict)  # overrides of the defaults
+    intervals_h: tuple[float, ...] = INTERVAL_ENDS_H
+    horizons_h: tuple[float, ...] = DEFAULT_HORIZONS_H
+    follow_up_days: float | None = FOLLOW_UP_DAYS
+
+
+def observed_grid(windows: np.ndarray, grid: Grid) -> Grid:
+    """The grid without the concepts never observed in ``windows``."""
+    seen = ~np.isnan(windows).all(axis=(0, 1))
+    return Grid(
+        concepts=tuple(c for c, s in zip(grid.concepts, seen, strict=True) if s),
+        step_minutes=grid.step_minutes,
+        steps=grid.steps,
+    )
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows) of each fold, each outcome spread evenly."""
+    if folds < 2:
+        raise ValueError("a model needs at least 2 folds (members)")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(y.size, dtype=np.int64)
+    for label in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == label))
+        fold_of[rows] = np.arange(rows.size) % folds
+    return [(np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)) for k in range(folds)]
+
+
+def _imputer(
+    options: FitOptions,
+) -> tuple[Imputer | ImputationModel | None, bool, dict[str, Any]]:
+    """The imputer, whether it still needs fitting, and how model.json describes it."""
+    if options.arch.startswith("tsfel"):
+        if options.imputer_dir is not None:
+            print(f"note: {options.arch} reads observed values only; --imputer is not used")
+        return None, False, {"kind": None, "note": "TSFEL features read observed values only"}
+    if options.imputer_dir is None:
+        return imputer_class("linear")(), True, {"kind": "linear", "source": "fitted here"}
+    model = ImputationModel.load(options.imputer_dir)
+    return (
+        model,
+        False,
+        {
+            "kind": model.imputer.kind,
+            "source": str(options.imputer_dir.resolve()),
+            "copied_to": IMPUTATION_DIR,
+            "training": model.training,
+        },
+    )
+
+
+@dataclass
+class Workspace:
+    """Everything members are trained from; design matrices computed once."""
+
+    inputs: Inputs
+    cohort: Cohort
+    intervals_h: tuple[float, ...]
+    _cache: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.at_risk, self.died = self.cohort.intervals(self.intervals_h)
+
+    def features(self, feature_set: str) -> np.ndarray:
+        from bedside.training.survival.tabular import design_matrix
+
+        if feature_set not in self._cache:
+            self._cache[feature_set] = design_matrix(self.inputs, feature_set)
+        return self._cache[feature_set]
+
+    def sequence(self) -> np.ndarray:
+        if "sequence" not in self._cache:
+            self._cache["sequence"] = self.inputs.sequence()
+        return self._cache["sequence"]
+
+
+@dataclass
+class Fitted:
+    """A trained member, its log-odds on its validation rows, and how it was trained."""
+
+    predictor: Predictor
+    valid_rows: np.ndarray
+    valid_mortality: np.ndarray
+    valid_hazards: np.ndarray
+    valid_auroc: float
+    training: dict[str, Any]
+
+
+def fit_member(
+    arch: str,
+    params: dict[str, Any],
+    work: Workspace,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    seed: int,
+    max_seconds: float,
+    mortality_only: bool = False,
+) -> Fitted:
+    """Train one architecture with ``params`` on ``train_rows``, score on ``valid_rows``."""
+    from sklearn.metrics import roc_auc_score
+
+    started = time.monotonic()
+    cohort = work.cohort
+    predictor: Predictor
+    if arch.startswith("tsfel"):
+        from bedside.training.survival.tabular import GBM_DEFAULTS, LR_DEFAULTS, TabularPredictor
+
+        defaults = LR_DEFAULTS if arch == "tsfel-lr" else GBM_DEFAULTS
+        tabular = TabularPredictor(arch, {**defaults, **params})
+        x = work.features(tabular.params["features"])
+        at_risk = work.at_risk[train_rows]
+        tabular.fit(
+            x[train_rows],
+            cohort.mortality[train_rows],
+            at_risk[:, :0] if mortality_only else at_risk,
+            work.died[train_rows],
+            seed,
+        )
+        predictor = TabularAdapter(tabular)
+        design = {"features": x[valid_rows]}
+        training: dict[str, Any] = {"params": tabular.params}
+    else:
+        import torch
+
+        from bedside.training.survival.nets import DEFAULTS, NET_KEYS, SurvivalNet
+        from bedside.training.survival.train import TrainConfig, TrainData, fit_net
+
+        net_params = {**DEFAULTS[arch], **{k: v for k, v in params.items() if k in NET_KEYS}}
+        config = TrainConfig(
+            **{k: v for k, v in params.items() if k not in NET_KEYS},
+            seed=seed,
+            max_seconds=max_seconds,
+        )
+        torch.manual_seed(seed)
+        sequence = work.sequence()
+        statics = work.inputs.statics
+        net = SurvivalNet(
+            arch, sequence.shape[-1], statics.shape[1], len(work.intervals_h), **net_params
+        )
+
+        def data(rows: np.ndarray) -> TrainData:
+            return TrainData.of(
+                sequence[rows],
+                statics[rows],
+                cohort.mortality[rows],
+                work.at_risk[rows],
+                work.died[rows],
+            )
+
+        history = fit_net(net, data(train_rows), data(valid_rows), config)
+        predictor = NetPredictor(arch, net_params, net, config.logit_shift)
+        design = {"sequence": sequence[valid_rows], "statics": statics[valid_rows]}
+        best = max(history, key=lambda r: r["valid_auroc"])
+        training = {
+            "params": {**net_params, **asdict(config)},
+            "epochs": len(history),
+            "best_epoch": best["epoch"],
+            "stopped": history[-1].get("stop", "max epochs"),
+            "history": [
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+                for r in history
+            ],
+        }
+    mortality, hazards = predictor.logits(design)
+    y = cohort.mortality[valid_rows]
+    auroc = float(roc_auc_score(y, mortality)) if 0 < y.sum() < y.size else 0.5
+    training["seconds"] = round(time.monotonic() - started, 2)
+    training["valid_auroc"] = round(auroc, 4)
+    return Fitted(predictor, valid_rows, mortality, hazards, auroc, training)
+
+
+def fit_model(
+    events: Any, stays: Any, options: FitOptions, fingerprint: dict[str, Any] | None = None
+) -> tuple[SurvivalModel, dict[str, Any]]:
+    """Train a model on canonical ``events`` and ``stays``; return it and the metrics of
+    its out-of-fold predictions on the training stays."""
+    from bedside.training.evaluation.calibration import fit_calibration
+    from bedside.training.evaluation.metrics import choose_threshold
+
+    if options.arch not in ARCHS:
+        raise ValueError(f"unknown architecture {options.arch!r}; known: {', '.join(ARCHS)}")
+    check_grid(options.intervals_h, options.horizons_h)
+    started = time.monotonic()
+    budget = 60.0 * options.max_minutes
+    cohort = build_cohort(events, stays, PHYSIONET_2012, options.follow_up_days)
+    grid = observed_grid(cohort.windows, PHYSIONET_2012)
+    if grid.concepts != PHYSIONET_2012.concepts:
+        keep = [PHYSIONET_2012.concepts.index(c) for c in grid.concepts]
+        cohort = Cohort(
+            cohort.stays,
+            cohort.windows[:, :, keep],
+            cohort.stay_ids,
+            cohort.mortality,
+            cohort.time_h,
+            cohort.event,
+        )
+    imputer, fit_imputer, imputer_info = _imputer(options)
+    encoder = InputEncoder.fit(
+        Windows(grid, cohort.stay_ids, cohort.windows),
+        cohort.stays,
+        imputer,
+        fit_imputer=fit_imputer,
+    )
+    work = Workspace(encoder.encode(cohort.windows, cohort.stays), cohort, options.intervals_h)
+    folds = stratified_folds(cohort.mortality, options.folds, options.seed)
+
+    params = dict(options.params)
+    search_info: dict[str, Any] | None = None
+    reuse: Fitted | None = None
+    if options.search_trials > 0:
+        from bedside.training.survival.search import search
+
+        result = search(options.arch, work, folds[0], options, seconds=SEARCH_SHARE * budget)
+        params |= result.best_params
+        search_info = result.summary()
+        reuse = result.best_fitted
+
+    members: list[Fitted] = []
+    for k, (train_rows, valid_rows) in enumerate(folds):
+        if k == 0 and reuse is not None:
+            members.append(reuse)
+            continue
+        left = budget - (time.monotonic() - started)
+        per_member = max(left / (len(folds) - k), 30.0)
+        members.append(
+            fit_member(
+                options.arch, params, work, train_rows, valid_rows, options.seed + k, per_member
+            )
+        )
+
+    n = len(cohort)
+    oof_mortality = np.zeros(n)
+    oof_hazards = np.zeros((n, len(options.intervals_h)))
+    for member in members:
+        oof_mortality[member.valid_rows] = member.valid_mortality
+        oof_hazards[member.valid_rows] = member.valid_hazards
+    calibration = fit_calibration(CALIBRATION, 1 / (1 + np.exp(-oof_mortality)), cohort.mortality)
+    model = SurvivalModel(
+        arch=options.arch,
+        encoder=encoder,
+        predictor=Ensemble([m.predictor for m in members]),
+        intervals_h=tuple(options.intervals_h),
+        horizons_h=tuple(options.horizons_h),
+        calibration=calibration,
+        threshold=0.5,
+        threshold_rule=THRESHOLD_RULE,
+    )
+    out_of_fold = model.scores(oof_mortality, oof_hazards)
+    model.threshold = choose_threshold(cohort.mortality, out_of_fold.mortality, THRESHOLD_RULE)
+    validation = f"out-of-fold predictions of the {n} training stays ({options.folds} folds)"
+    model.info = {
+        "bedside_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": options.seed,
+        "task": {
+            "mortality": "in-hospital death",
+            "prediction_time_h": grid.minutes / 60.0,
+            "follow_up_days_after_discharge": options.follow_up_days,
+        },
+        "imputer": imputer_info,
+        "calibration_fitted_on": validation,
+        "threshold_chosen_on": f"calibrated {validation}, rule {THRESHOLD_RULE}: "
+        "max min(sensitivity, PPV)",
+        "folds": {"k": options.folds, "stratified_by": "in-hospital death", "seed": options.seed},
+        "concepts_dropped": [c for c in PHYSIONET_2012.concepts if c not in grid.concepts],
+        "training_data": fingerprint or {},
+        "training": {
+            "params": members[0].training["params"],
+            "members": [{k: v for k, v in m.training.items() if k != "params"} for m in members],
+            "total_seconds": round(time.monotonic() - started, 2),
+            "n_train": n,
+            "torch_threads": _threads(),
+            "machine": platform.machine(),
+        },
+        "search": search_info,
+    }
+    metrics = out_of_fold_metrics(model, out_of_fold, cohort)
+    return model, metrics
+
+
+def _threads() -> int | None:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def out_of_fold_metrics(model: SurvivalModel, scored: Any, cohort: Cohort) -> dict[str, Any]:
+    """Metrics of the training stays' out-of-fold predictions."""
+    from bedside.training.evaluation.metrics import binary_metrics
+
+    out = binary_metrics(
+        cohort.mortality,
+        scored.mortality,
+        model.threshold,
+        model.threshold_rule,
+        n_bootstrap=200,
+        seed=2026,
+    )
+    out["survival"] = survival_block(model, scored.survival, cohort)
+    out["c_index"] = out["survival"].get("c_index")
+    out["note"] = (
+        "out-of-fold predictions of the training stays, each from the member that did not "
+        "train on it; calibration and threshold were fitted on these same predictions, so "
+        "calibration and event 1 are optimistic here: evaluate on other data"
+    )
+    return out
+
+
+def survival_block(model: SurvivalModel, survival: np.ndarray, cohort: Cohort) -> dict[str, Any]:
+    """survival_metrics on the stays whose follow-up is known."""
+    from bedside.training.evaluation.metrics import survival_metrics
+
+    known = np.isfinite(cohort.time_h)
+    return survival_metrics(
+        cohort.time_h[known],
+        cohort.event[known],
+        survival[known],
+        np.asarray(model.intervals_h),
+        np.asarray(model.horizons_h),
+    )
+
+
+def fit_and_save(
+    folders: Sequence[Path], options: FitOptions, out: Path
+) -> tuple[SurvivalModel, dict[str, Any]]:
+    from bedside.training.survival.data import fingerprint, read_folders
+
+    events, stays = read_folders(folders)
+    model, metrics = fit_model(events, stays, options, fingerprint(folders, stays))
+    model.save(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return model, metrics

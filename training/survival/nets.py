@@ -1,0 +1,207 @@
+"""The torch survival nets: a sequence encoder and the shared survival head.
+
+Every net reads the sequence ``(batch, steps, 3 * variables)`` of
+:meth:`bedside.training.survival.inputs.Inputs.sequence` (imputed values, mask,
+time since last observation) and the static covariates ``(batch, statics)``, and
+returns a dict with
+
+* ``"mortality"``: the log-odds of in-hospital death, ``(batch,)``;
+* ``"hazards"``: the log-odds of the hazard of each survival interval, ``(batch, K)``.
+
+Encoders:
+
+* ``lstm``: an LSTM over the steps; the summary is its last hidden state next to the
+  mean and max of its outputs over time;
+* ``cnn``: residual blocks of dilated 1-D temporal convolutions (receptive field 1 + 2
+  (k - 1) (1 + 2 + ... + 2^(L-1)) steps), then mean and max over time;
+* ``cnn-lstm``: one block of temporal convolutions (local patterns, hours) feeding an
+  LSTM (the course over the window).
+
+The :class:`SurvivalHead` is shared: the summary and the statics go through one
+hidden layer to the mortality logit and the interval hazards, so both tasks shape the
+same representation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+ARCHS = ("lstm", "cnn", "cnn-lstm")
+#: Parameters of the nets themselves (the others are the training loop's).
+NET_KEYS = frozenset(
+    {"hidden", "layers", "dropout", "head", "channels", "kernel", "blocks", "summaries"}
+)
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "lstm": {"hidden": 64, "layers": 1, "dropout": 0.3, "head": 64},
+    "cnn": {"channels": 64, "kernel": 3, "blocks": 4, "dropout": 0.3, "head": 64},
+    "cnn-lstm": {"channels": 64, "kernel": 3, "hidden": 64, "dropout": 0.3, "head": 64},
+}
+
+
+class SurvivalHead(nn.Module):
+    """Summary + statics -> mortality logit and interval hazard logits."""
+
+    def __init__(self, summary: int, statics: int, hidden: int, intervals: int, dropout: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(summary + statics, hidden), nn.ReLU(), nn.Dropout(dropout)
+        )
+        self.mortality = nn.Linear(hidden, 1)
+        self.hazards = nn.Linear(hidden, intervals)
+
+    def forward(self, summary: torch.Tensor, statics: torch.Tensor) -> dict[str, torch.Tensor]:
+        shared = self.body(torch.cat([summary, statics], dim=-1))
+        return {"mortality": self.mortality(shared).squeeze(-1), "hazards": self.hazards(shared)}
+
+
+def _pool(outputs: torch.Tensor) -> torch.Tensor:
+    """Mean and max over time of (batch, steps, features)."""
+    return torch.cat([outputs.mean(dim=1), outputs.amax(dim=1)], dim=-1)
+
+
+class LstmEncoder(nn.Module):
+    def __init__(self, features: int, hidden: int, layers: int, dropout: float, **_: Any):
+        super().__init__()
+        self.lstm = nn.LSTM(
+            features,
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.size = 3 * hidden
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        outputs, (last, _) = self.lstm(sequence)
+        return torch.cat([last[-1], _pool(outputs)], dim=-1)
+
+
+class ConvBlock(nn.Module):
+    """Two dilated convolutions with a residual connection ('same' length)."""
+
+    def __init__(self, inputs: int, channels: int, kernel: int, dilation: int, dropout: float):
+        super().__init__()
+        padding = dilation * (kernel - 1) // 2
+        self.layers = nn.Sequential(
+            nn.Conv1d(inputs, channels, kernel, padding=padding, dilation=dilation),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv1d(channels, channels, kernel, padding=padding, dilation=dilation),
+            nn.ReLU(),
+        )
+        self.skip = nn.Conv1d(inputs, channels, 1) if inputs != channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, channels, steps)
+        return self.layers(x) + self.skip(x)
+
+
+class CnnEncoder(nn.Module):
+    def __init__(
+        self, features: int, channels: int, kernel: int, blocks: int, dropout: float, **_: Any
+    ):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError("kernel must be odd (same-length convolutions)")
+        self.blocks = nn.Sequential(
+            *(
+                ConvBlock(features if b == 0 else channels, channels, kernel, 2**b, dropout)
+                for b in range(blocks)
+            )
+        )
+        self.size = 3 * channels
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        outputs = self.blocks(sequence.transpose(1, 2)).transpose(1, 2)
+        return torch.cat([outputs[:, -1], _pool(outputs)], dim=-1)
+
+
+class CnnLstmEncoder(nn.Module):
+    def __init__(
+        self, features: int, channels: int, kernel: int, hidden: int, dropout: float, **_: Any
+    ):
+        super().__init__()
+        self.conv = ConvBlock(features, channels, kernel, 1, dropout)
+        self.lstm = LstmEncoder(channels, hidden, 1, dropout)
+        self.size = self.lstm.size
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.lstm(self.conv(sequence.transpose(1, 2)).transpose(1, 2))
+
+
+ENCODERS: dict[str, type[nn.Module]] = {
+    "lstm": LstmEncoder,
+    "cnn": CnnEncoder,
+    "cnn-lstm": CnnLstmEncoder,
+}
+
+
+def observed_summaries(sequence: torch.Tensor) -> torch.Tensor:
+    """Per variable: mean, min and max of its observed values, its last value and the
+    share of steps observed — from the value and mask channels, no parameters.
+
+    The sequence is (batch, steps, 3 D): values, mask, elapsed. A variable never
+    observed gets 0 (its training mean) for the statistics.
+    """
+    d = sequence.shape[-1] // 3
+    values, mask = sequence[..., :d], sequence[..., d : 2 * d]
+    seen = mask.sum(dim=1)
+    any_seen = seen > 0
+    mean = (values * mask).sum(dim=1) / seen.clamp(min=1.0)
+    low = torch.where(mask > 0, values, torch.full_like(values, torch.inf)).amin(dim=1)
+    high = torch.where(mask > 0, values, torch.full_like(values, -torch.inf)).amax(dim=1)
+    zero = torch.zeros_like(mean)
+    return torch.cat(
+        [
+            mean,
+            torch.where(any_seen, low, zero),
+            torch.where(any_seen, high, zero),
+            values[:, -1],
+            seen / sequence.shape[1],
+        ],
+        dim=-1,
+    )
+
+
+class SurvivalNet(nn.Module):
+    """Encoder of the window + shared survival head.
+
+    With ``summaries`` (the default) the head also reads :func:`observed_summaries`, a
+    parameter-free shortcut from the inputs (a "wide" path next to the deep encoder):
+    the extremes and last values that clinicians and the TSFEL models read directly
+    are then not left for the encoder to rediscover from 4,000 stays.
+    """
+
+    def __init__(
+        self, arch: str, features: int, statics: int, intervals: int, **params: Any
+    ) -> None:
+        super().__init__()
+        settings = {**DEFAULTS[arch], **params}
+        self.encoder = ENCODERS[arch](features, **settings)
+        self.summaries = bool(settings.get("summaries", True))
+        wide = 5 * (features // 3) if self.summaries else 0
+        self.dropout = nn.Dropout(settings["dropout"])
+        self.head = SurvivalHead(
+            self.encoder.size + wide, statics, settings["head"], intervals, settings["dropout"]
+        )
+
+    def forward(self, sequence: torch.Tensor, statics: torch.Tensor) -> dict[str, torch.Tensor]:
+        summary = self.encoder(sequence)
+        if self.summaries:
+            summary = torch.cat([summary, observed_summaries(sequence)], dim=-1)
+        return self.head(self.dropout(summary), statics)
+
+
+def survival_loss(
+    hazard_logits: torch.Tensor, at_risk: torch.Tensor, died: torch.Tensor
+) -> torch.Tensor:
+    """Mean over stays of the discrete-time negative log-likelihood (censoring-aware).
+
+    Interval ``j`` adds ``-log h_j`` for a death in it, ``-log(1 - h_j)`` for a stay
+    followed past its end, nothing for a stay censored before its end.
+    """
+    terms = nn.functional.binary_cross_entropy_with_logits(hazard_logits, died, reduction="none")
+    return (terms * at_risk).sum(dim=-1).mean()

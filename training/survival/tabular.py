@@ -1,0 +1,222 @@
+"""The ``tsfel-lr`` and ``tsfel-gbm`` models: TSFEL features + statics -> scikit-learn.
+
+Each model is a set of binary classifiers on the same feature matrix
+(:func:`bedside.training.survival.features.window_features` of the standardised
+observed values, then the encoded static covariates):
+
+* ``mortality``: in-hospital death, on every training stay;
+* ``interval_j`` for each interval of the survival grid: death in interval ``j`` among
+  the stays at risk in it (:func:`~bedside.training.survival.likelihood.interval_targets`),
+  so its probability is the discrete-time hazard ``h_j`` and censored stays count
+  exactly as in the nets' likelihood. An interval with fewer than ``MIN_EVENTS``
+  training deaths gets a constant hazard (its observed rate) instead of a classifier.
+
+Class imbalance: ``class_weight="balanced"`` re-weights the rare class; the resulting
+shift of the log-odds (``log w_death / w_alive``) is known, and subtracted, so the
+output stays a probability before post-hoc calibration.
+
+Saved without pickle, in ``tabular.npz`` (read with ``allow_pickle=False``):
+
+* logistic regression: the training medians (to fill undefined features), means and
+  stds (to scale them) and, per classifier, the coefficients and intercept;
+* gradient boosting: every tree of every classifier as flat arrays (feature, threshold,
+  which side missing values go, children, leaf value) and the baseline log-odds,
+  evaluated by :func:`_trees_logit`, which is what scikit-learn's ``predict_proba``
+  does for numerical features (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bedside.training.survival.features import FEATURE_SETS, window_features
+from bedside.training.survival.inputs import CLIP, Inputs
+
+#: Fewest deaths in an interval for it to get its own classifier.
+MIN_EVENTS = 5
+TABULAR_FILE = "tabular.npz"
+
+LR_DEFAULTS: dict[str, Any] = {"features": "compact", "C": 0.01, "class_weight": None}
+GBM_DEFAULTS: dict[str, Any] = {
+    "features": "compact",
+    "learning_rate": 0.05,
+    "max_iter": 200,
+    "max_leaf_nodes": 7,
+    "min_samples_leaf": 30,
+    "l2_regularization": 0.0,
+    "max_features": 0.3,
+    "class_weight": None,
+}
+
+
+def design_matrix(inputs: Inputs, feature_set: str = "compact") -> np.ndarray:
+    """Features of every variable's observed values, then the static covariates."""
+    features = window_features(inputs.observed, FEATURE_SETS[feature_set])
+    return np.hstack([features, inputs.statics.astype(np.float64)])
+
+
+def _prior_shift(y: np.ndarray, class_weight: str | None) -> float:
+    """Log-odds added by re-weighting the classes (subtracted after prediction)."""
+    if class_weight != "balanced":
+        return 0.0
+    deaths = max(int(y.sum()), 1)
+    return float(np.log((y.size - deaths) / deaths))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class TabularPredictor:
+    """One classifier per target (mortality, each interval), on the same features."""
+
+    arch: str  # "tsfel-lr" or "tsfel-gbm"
+    params: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    targets: list[str] = field(default_factory=list)
+
+    # --- fitting --------------------------------------------------------------------
+
+    def fit(
+        self,
+        x: np.ndarray,
+        mortality: np.ndarray,
+        at_risk: np.ndarray,
+        died: np.ndarray,
+        seed: int,
+    ) -> TabularPredictor:
+        self.arrays, self.targets = {}, ["mortality"]
+        if self.arch == "tsfel-lr":
+            x = self._fit_scaling(x)
+        self._fit_target("mortality", x, mortality, seed)
+        for j in range(at_risk.shape[1]):
+            name = f"interval_{j}"
+            self.targets.append(name)
+            rows = at_risk[:, j]
+            y = died[rows, j].astype(np.int64)
+            if y.sum() < MIN_EVENTS or y.sum() == y.size:
+                rate = (y.sum() + 0.5) / (y.size + 1.0)
+                self.arrays[f"{name}.constant"] = np.array([np.log(rate / (1 - rate))])
+            else:
+                self._fit_target(name, x[rows], y, seed)
+        return self
+
+    def _fit_scaling(self, x: np.ndarray) -> np.ndarray:
+        medians = np.nanmedian(np.where(np.isfinite(x), x, np.nan), axis=0)
+        medians = np.nan_to_num(medians, nan=0.0)
+        filled = np.where(np.isfinite(x), x, medians)
+        std = filled.std(axis=0)
+        self.arrays |= {
+            "scale.medians": medians,
+            "scale.means": filled.mean(axis=0),
+            "scale.stds": np.where(std > 0, std, 1.0),
+        }
+        return self._scale(x)
+
+    def _scale(self, x: np.ndarray) -> np.ndarray:
+        filled = np.where(np.isfinite(x), x, self.arrays["scale.medians"])
+        scaled = (filled - self.arrays["scale.means"]) / self.arrays["scale.stds"]
+        return np.clip(scaled, -CLIP, CLIP)
+
+    def _fit_target(self, name: str, x: np.ndarray, y: np.ndarray, seed: int) -> None:
+        shift = _prior_shift(y, self.params.get("class_weight"))
+        if self.arch == "tsfel-lr":
+            from sklearn.linear_model import LogisticRegression
+
+            model = LogisticRegression(
+                C=self.params["C"], class_weight=self.params.get("class_weight"), max_iter=2000
+            ).fit(x, y)
+            self.arrays[f"{name}.coef"] = model.coef_[0].astype(np.float64)
+            self.arrays[f"{name}.intercept"] = np.array([model.intercept_[0] - shift])
+        else:
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            # scikit-learn 1.9 cannot bin a feature without any value; such a column
+            # (undefined for every stay at risk) is set constant: it is never split on.
+            empty = np.isnan(x).all(axis=0)
+            if empty.any():
+                x = x.copy()
+                x[:, empty] = 0.0
+            settings = {k: v for k, v in self.params.items() if k != "features"}
+            model = HistGradientBoostingClassifier(
+                **settings, early_stopping=False, random_state=seed
+            ).fit(x, y)
+            self.arrays |= _export_trees(name, model, shift)
+
+    # --- prediction -----------------------------------------------------------------
+
+    def logits(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mortality log-odds (n,) and hazard log-odds (n, K) of a design matrix."""
+        if self.arch == "tsfel-lr":
+            x = self._scale(x)
+        columns = [self._logit(name, x) for name in self.targets]
+        hazards = np.column_stack(columns[1:]) if len(columns) > 1 else np.zeros((len(x), 0))
+        return columns[0], hazards
+
+    def mortality_logit(self, x: np.ndarray) -> np.ndarray:
+        """Mortality log-odds only (what permutation importance needs)."""
+        return self._logit("mortality", self._scale(x) if self.arch == "tsfel-lr" else x)
+
+    def _logit(self, name: str, x: np.ndarray) -> np.ndarray:
+        if f"{name}.constant" in self.arrays:
+            return np.full(x.shape[0], self.arrays[f"{name}.constant"][0])
+        if self.arch == "tsfel-lr":
+            return x @ self.arrays[f"{name}.coef"] + self.arrays[f"{name}.intercept"][0]
+        return _trees_logit(self.arrays, name, x)
+
+    # --- saving ---------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        return {"params": self.params, "targets": self.targets}
+
+    def save(self, directory: Path) -> None:
+        with open(directory / TABULAR_FILE, "wb") as handle:
+            np.savez(handle, **self.arrays)
+
+    @classmethod
+    def load(cls, arch: str, config: Mapping[str, Any], directory: Path) -> TabularPredictor:
+        with np.load(directory / TABULAR_FILE, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        return cls(arch, dict(config["params"]), arrays, list(config["targets"]))
+
+
+def _export_trees(name: str, model: Any, shift: float) -> dict[str, np.ndarray]:
+    """Every tree of a fitted binary ``HistGradientBoostingClassifier`` as flat arrays."""
+    trees = [predictors[0].nodes for predictors in model._predictors]
+    if any(t["is_categorical"].any() for t in trees):
+        raise ValueError("categorical splits are not exported")
+    offsets = np.cumsum([0] + [t.size for t in trees[:-1]])
+    nodes = np.concatenate(trees)
+    base = np.repeat(offsets, [t.size for t in trees])
+    return {
+        f"{name}.feature": nodes["feature_idx"].astype(np.int64),
+        f"{name}.threshold": nodes["num_threshold"].astype(np.float64),
+        f"{name}.missing_left": nodes["missing_go_to_left"].astype(bool),
+        f"{name}.left": nodes["left"].astype(np.int64) + base,
+        f"{name}.right": nodes["right"].astype(np.int64) + base,
+        f"{name}.leaf": nodes["is_leaf"].astype(bool),
+        f"{name}.value": nodes["value"].astype(np.float64),
+        f"{name}.roots": offsets.astype(np.int64),
+        f"{name}.baseline": np.array([float(np.ravel(model._baseline_prediction)[0]) - shift]),
+    }
+
+
+def _trees_logit(arrays: Mapping[str, np.ndarray], name: str, x: np.ndarray) -> np.ndarray:
+    """Sum of the leaf values every row reaches, all trees at once, plus the baseline."""
+    feature, threshold = arrays[f"{name}.feature"], arrays[f"{name}.threshold"]
+    missing_left, leaf = arrays[f"{name}.missing_left"], arrays[f"{name}.leaf"]
+    left, right = arrays[f"{name}.left"], arrays[f"{name}.right"]
+    node = np.broadcast_to(arrays[f"{name}.roots"], (x.shape[0], arrays[f"{name}.roots"].size))
+    node = node.copy()
+    rows = np.arange(x.shape[0])[:, None]
+    while not leaf[node].all():
+        value = x[rows, feature[node]]
+        go_left = np.where(np.isnan(value), missing_left[node], value <= threshold[node])
+        node = np.where(leaf[node], node, np.where(go_left, left[node], right[node]))
+    return arrays[f"{name}.value"][node].sum(axis=1) + arrays[f"{name}.baseline"][0]

@@ -1,0 +1,223 @@
+"""One training loop for the survival nets, readable in one screen (skorch's shape).
+
+``fit_net`` runs epochs; each epoch is ``run_single_epoch(train_step)`` over shuffled
+training batches then ``run_single_epoch(valid_step)`` over the validation stays; then
+the callbacks see the epoch's record: :class:`Scoring` adds the validation AUROC,
+:class:`Checkpoint` keeps the weights of the best epoch so far, :class:`EarlyStopping`
+stops after ``patience`` epochs without improvement, :class:`TimeBudget` stops when the
+budget is spent. Training always ends on the best checkpoint.
+
+Loss = mortality log-loss + ``survival_weight`` x discrete-time survival likelihood
+(:func:`bedside.training.survival.nets.survival_loss`). Class imbalance: deaths are
+weighted ``pos_weight`` times in the mortality log-loss (more gradient from the rare
+class); the log-odds the net learns are then shifted by ``log(pos_weight)``, which the
+exported model subtracts (:attr:`TrainConfig.logit_shift`). Seeds: ``torch`` and the
+batch order are seeded from ``seed``, so the same data, seed and thread count give the
+same net.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bedside.training.survival.nets import SurvivalNet, survival_loss
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    max_epochs: int = 60
+    patience: int = 8
+    pos_weight: float = 1.0
+    survival_weight: float = 0.5
+    max_seconds: float = 600.0
+    seed: int = 2026
+
+    @property
+    def logit_shift(self) -> float:
+        return math.log(self.pos_weight)
+
+
+@dataclass
+class TrainData:
+    """Tensors of a set of stays; ``mortality`` is 0/1, ``at_risk`` and ``died`` (n, K)."""
+
+    sequence: torch.Tensor
+    statics: torch.Tensor
+    mortality: torch.Tensor
+    at_risk: torch.Tensor
+    died: torch.Tensor
+
+    @classmethod
+    def of(
+        cls,
+        sequence: np.ndarray,
+        statics: np.ndarray,
+        mortality: np.ndarray,
+        at_risk: np.ndarray,
+        died: np.ndarray,
+    ) -> TrainData:
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+        return cls(
+            tensor(sequence), tensor(statics), tensor(mortality), tensor(at_risk), tensor(died)
+        )
+
+    def __len__(self) -> int:
+        return int(self.sequence.shape[0])
+
+    def batches(self, size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        order = (
+            torch.randperm(len(self), generator=generator)
+            if generator is not None
+            else torch.arange(len(self))
+        )
+        for start in range(0, len(self), size):
+            rows = order[start : start + size]
+            yield {name: getattr(self, name)[rows] for name in self.__dataclass_fields__}
+
+
+def batch_loss(
+    net: SurvivalNet, batch: Batch, pos_weight: float, survival_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    outputs = net(batch["sequence"], batch["statics"])
+    mortality = nn.functional.binary_cross_entropy_with_logits(
+        outputs["mortality"], batch["mortality"], pos_weight=torch.tensor(pos_weight)
+    )
+    survival = survival_loss(outputs["hazards"], batch["at_risk"], batch["died"])
+    return mortality + survival_weight * survival, outputs
+
+
+# --- callbacks --------------------------------------------------------------------------
+
+
+class Scoring:
+    """Validation AUROC of the mortality output (needs both outcomes in validation)."""
+
+    def on_epoch_end(self, net: nn.Module, record: dict[str, Any]) -> None:
+        from sklearn.metrics import roc_auc_score
+
+        y, score = record.pop("_valid_y"), record.pop("_valid_score")
+        record["valid_auroc"] = float(roc_auc_score(y, score)) if 0 < y.sum() < y.size else 0.5
+
+
+@dataclass
+class Checkpoint:
+    """Keeps the weights of the epoch with the best ``monitor`` (higher is better)."""
+
+    monitor: str = "valid_auroc"
+    best: float = -math.inf
+    best_epoch: int = -1
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def on_epoch_end(self, net: nn.Module, record: dict[str, Any]) -> None:
+        if record[self.monitor] > self.best:
+            self.best, self.best_epoch = record[self.monitor], record["epoch"]
+            self.state = copy.deepcopy(net.state_dict())
+            record["best"] = True
+
+
+@dataclass
+class EarlyStopping:
+    checkpoint: Checkpoint
+    patience: int
+
+    def on_epoch_end(self, net: nn.Module, record: dict[str, Any]) -> None:
+        if record["epoch"] - self.checkpoint.best_epoch >= self.patience:
+            record["stop"] = "no improvement"
+
+
+@dataclass
+class TimeBudget:
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def on_epoch_end(self, net: nn.Module, record: dict[str, Any]) -> None:
+        if time.monotonic() - self.started > self.seconds:
+            record["stop"] = "time budget"
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+def run_single_epoch(
+    net: SurvivalNet, batches: Iterator[Batch], step_fn: Callable[[Batch], float]
+) -> float:
+    """Mean of ``step_fn`` over the batches, weighted by batch size."""
+    total, count = 0.0, 0
+    for batch in batches:
+        total += step_fn(batch) * len(batch["mortality"])
+        count += len(batch["mortality"])
+    return total / max(count, 1)
+
+
+def fit_net(
+    net: SurvivalNet, train: TrainData, valid: TrainData, config: TrainConfig
+) -> list[dict[str, Any]]:
+    """Train ``net`` in place; return one record per epoch. Ends at the best epoch."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimiser = torch.optim.AdamW(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    checkpoint = Checkpoint()
+    callbacks = [
+        Scoring(),
+        checkpoint,
+        EarlyStopping(checkpoint, config.patience),
+        TimeBudget(config.max_seconds),
+    ]
+    scores: list[torch.Tensor] = []
+
+    def train_step(batch: Batch) -> float:
+        loss, _ = batch_loss(net, batch, config.pos_weight, config.survival_weight)
+        optimiser.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        optimiser.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def valid_step(batch: Batch) -> float:
+        loss, outputs = batch_loss(net, batch, 1.0, config.survival_weight)
+        scores.append(outputs["mortality"])
+        return loss.item()
+
+    history: list[dict[str, Any]] = []
+    for epoch in range(config.max_epochs):
+        started = time.monotonic()
+        net.train()
+        train_loss = run_single_epoch(net, train.batches(config.batch_size, generator), train_step)
+        net.eval()
+        scores.clear()
+        valid_loss = run_single_epoch(net, valid.batches(1024), valid_step)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "valid_loss": valid_loss,
+            "_valid_y": valid.mortality.numpy(),
+            "_valid_score": torch.cat(scores).numpy(),
+        }
+        for callback in callbacks:
+            callback.on_epoch_end(net, record)
+        record["seconds"] = time.monotonic() - started
+        history.append(record)
+        if "stop" in record:
+            break
+    net.load_state_dict(checkpoint.state)
+    net.eval()
+    return history

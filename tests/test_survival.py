@@ -289,6 +289,13 @@ def test_train_evaluate_predict_commands(
     assert metrics["permutation_importance"]["variables"]
     assert (report_dir / "report.html").stat().st_size > 10_000
 
+    cv_dir = tmp_path / "cv"
+    cross_validate = ["evaluate", "--cv", "2", "--arch", "tsfel-lr", "--data", str(train_dir)]
+    assert main([*cross_validate, "--bootstrap", "0", "--out", str(cv_dir)]) == 0
+    cv = json.loads((cv_dir / "metrics.json").read_text())
+    assert cv["n"] == 240 and len(cv["cross_validation"]["per_fold"]) == 2
+    assert (cv_dir / "report.html").exists()
+
     predictions = tmp_path / "scores.parquet"
     assert (
         main(

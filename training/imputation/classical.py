@@ -21,9 +21,9 @@ with numpy over the whole batch at once (no loop over stays or variables).
   trust interpolation and what the other variables add (blood pressures explain each
   other). The KNN imputer averages its neighbours' *residuals* (value minus context,
   :func:`residual_rows`) and adds them to the context: with no informative neighbour
-  it falls back to interpolation rather than to the population mean. Both clip
-  values far out (raw errors such as pH 735 would steer them otherwise); the
-  iterative imputer also rescales each variable robustly (see :class:`_StepRowModel`).
+  it falls back to interpolation rather than to the population mean. Both see values
+  clipped to their training range's 0.1-99.9th percentiles, so that raw errors such as
+  pH 735 do not steer them (see :class:`_StepRowModel`).
   Fitting uses a sample of the training steps (``reference_rows``, ``fit_rows``, plus
   some steps observing each variable so rare labs are represented): ``KNNImputer``
   compares every row to impute with every reference row once per variable, so its
@@ -31,7 +31,7 @@ with numpy over the whole batch at once (no loop over stays or variables).
   one core: the KNN imputer fits in seconds and imputes in about 1.5 minutes; the
   iterative one fits in about 15 s and imputes in a few seconds.
 
-Saving needs no pickle: means and scales are in ``imputer.json``; the KNN imputer keeps its
+Saving needs no pickle: means and clipping bounds are in ``imputer.json``; the KNN imputer keeps its
 reference rows in ``reference.npy`` (read with ``allow_pickle=False``; a KNN imputer's
 fit is storing them, so loading refits exactly); the iterative imputer keeps the
 coefficients of every ``BayesianRidge`` of its imputation sequence in
@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import sklearn
@@ -246,74 +246,58 @@ def sample_rows(rows: np.ndarray, size: int, per_variable: int, seed: int) -> np
     return np.unique(np.concatenate(chosen))
 
 
-#: Values beyond this many (robust) SDs are clipped before the KNN and regression models
-#: see them.
-ROBUST_CLIP = 5.0
-
-
-def robust_scale(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median and robust spread (1.4826 MAD; IQR / 1.349 if 0; else 1) of each variable."""
-    flat = windows.reshape(-1, windows.shape[-1]).astype(np.float64)
-    centre, spread = np.zeros(flat.shape[1]), np.ones(flat.shape[1])
-    for v in range(flat.shape[1]):
-        seen = flat[~np.isnan(flat[:, v]), v]
-        if seen.size == 0:
-            continue
-        centre[v] = np.median(seen)
-        mad = 1.4826 * np.median(np.abs(seen - centre[v]))
-        q75, q25 = np.percentile(seen, [75, 25])
-        spread[v] = mad if mad > 0 else (q75 - q25) / 1.349 if q75 > q25 else 1.0
-    return centre, spread
+#: Percentile (and 100 minus it) of each variable's training values where the KNN and
+#: regression models clip what they see.
+CLIP_PERCENTILE = 0.1
 
 
 class _StepRowModel(Imputer):
-    """Shared by the KNN and iterative imputers: step rows on a clipped scale.
+    """Shared by the KNN and iterative imputers: step rows of clipped values.
 
-    Standardising with the mean and std lets raw errors shape the scale: pH recorded as
-    735 inflates pH's std until real pH values all sit within 0.01 of each other, and
-    those 735s then steer a regression fitted on them. So the iterative imputer sees
-    each variable as a robust z-score (median and MAD of the training values); the KNN
-    imputer keeps the standardised scale, which weighs variables in its distances
-    better (a robust scale made it worse on PhysioNet). Both clip values to
-    ``±ROBUST_CLIP`` on their scale; their output is mapped back, and observed values
-    are kept as they are.
+    Raw errors (pH recorded as 735, temperatures below 0) sit tens of standard
+    deviations out; interpolated into the context or fed to a regression they steer the
+    model and the imputations around them. These models therefore see each variable
+    clipped to the 0.1th and 99.9th percentiles of its training values (pH 7.01 to 7.60
+    on PhysioNet set A); true extremes of skewed labs (ALT in the thousands) stay inside.
+    Their output is not clipped beyond that, and observed values are kept as they are.
+    On PhysioNet 2012 this brings the iterative imputer's pH error from 0.13 to 0.003
+    (standardised) without hurting the skewed labs, as clipping at 5 robust standard
+    deviations did.
     """
 
-    #: Robust z-scores (True) or the standardised values as given (False).
-    robust_scaling: ClassVar[bool]
-    centre: np.ndarray
-    spread: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
     means: np.ndarray
 
-    def _fit_scale(self, windows: np.ndarray) -> np.ndarray:
-        if self.robust_scaling:
-            self.centre, self.spread = robust_scale(windows)
-        else:
-            self.centre, self.spread = np.zeros(windows.shape[-1]), np.ones(windows.shape[-1])
-        robust = self._robust(windows)
-        self.means = training_means(robust)
-        return robust
+    def _fit_clip(self, windows: np.ndarray) -> np.ndarray:
+        flat = windows.reshape(-1, windows.shape[-1]).astype(np.float64)
+        self.low, self.high = np.zeros(flat.shape[1]), np.zeros(flat.shape[1])
+        for v in range(flat.shape[1]):
+            seen = flat[~np.isnan(flat[:, v]), v]
+            if seen.size:  # a variable never seen is clipped to 0, the standardised mean
+                self.low[v], self.high[v] = np.percentile(
+                    seen, [CLIP_PERCENTILE, 100 - CLIP_PERCENTILE]
+                )
+        clipped = self._clipped(windows)
+        self.means = training_means(clipped)
+        return clipped
 
-    def _robust(self, windows: np.ndarray) -> np.ndarray:
-        _check_means(self.centre, windows)
-        z = (windows - self.centre) / self.spread
-        return np.clip(z, -ROBUST_CLIP, ROBUST_CLIP).astype(np.float32)
+    def _clipped(self, windows: np.ndarray) -> np.ndarray:
+        _check_means(self.low, windows)
+        return np.clip(windows, self.low, self.high).astype(np.float32)
 
-    def _standardised(self, robust: np.ndarray) -> np.ndarray:
-        return robust * self.spread + self.centre
-
-    def _scale_config(self) -> dict[str, Any]:
+    def _clip_config(self) -> dict[str, Any]:
         return {
-            "centre": [float(c) for c in self.centre],
-            "spread": [float(s) for s in self.spread],
+            "low": [float(x) for x in self.low],
+            "high": [float(x) for x in self.high],
             "means": [float(m) for m in self.means],
         }
 
     @classmethod
     def _from_config(cls, config: dict[str, Any]) -> Self:
-        learnt = ("centre", "spread", "means")
+        learnt = ("low", "high", "means")
         imputer = cls(**{k: v for k, v in config.items() if k not in learnt})
-        imputer.centre, imputer.spread, imputer.means = (
+        imputer.low, imputer.high, imputer.means = (
             np.asarray(config[k], dtype=np.float64) for k in learnt
         )
         return imputer
@@ -326,13 +310,12 @@ class KnnImputer(_StepRowModel):
     plus the distance-weighted mean residual (value minus context) of that variable in
     the ``neighbours`` nearest reference rows that have it; nearness is measured on the
     step's observed residuals and the context of every variable (:func:`residual_rows`),
-    standardised values clipped to ``±ROBUST_CLIP``. The reference rows are
+    values clipped as :class:`_StepRowModel` says. The reference rows are
     ``reference_rows`` random training steps plus ``per_variable`` steps observing each
     variable.
     """
 
     kind = "knn"
-    robust_scaling = False
 
     def __init__(
         self,
@@ -349,7 +332,7 @@ class KnnImputer(_StepRowModel):
         self.seed = seed
 
     def fit(self, windows: np.ndarray) -> Self:
-        rows = residual_rows(self._fit_scale(windows), self.means)
+        rows = residual_rows(self._fit_clip(windows), self.means)
         picked = sample_rows(rows, self.reference_rows, self.per_variable, self.seed)
         self._use_reference(rows[picked])
         return self
@@ -362,13 +345,12 @@ class KnnImputer(_StepRowModel):
 
     def _impute(self, windows: np.ndarray) -> np.ndarray:
         n, steps, variables = windows.shape
-        rows = residual_rows(self._robust(windows), self.means)
+        rows = residual_rows(self._clipped(windows), self.means)
         # Small distance chunks stay in cache (KNNImputer copies a slice per variable);
         # one BLAS thread for the same reason as in IterativeImputer.fit.
         with sklearn.config_context(working_memory=32), threadpool_limits(limits=1):
             residuals = self._knn.transform(rows)[:, :variables]
-        robust = rows[:, variables:] + residuals
-        return self._standardised(robust.reshape(n, steps, variables))
+        return (rows[:, variables:] + residuals).reshape(n, steps, variables)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -377,7 +359,7 @@ class KnnImputer(_StepRowModel):
             "reference_rows": self.reference_rows,
             "per_variable": self.per_variable,
             "seed": self.seed,
-            **self._scale_config(),
+            **self._clip_config(),
         }
 
     def _save_weights(self, directory: Path) -> None:
@@ -394,15 +376,14 @@ class IterativeImputer(_StepRowModel):
     """scikit-learn's ``IterativeImputer`` (``BayesianRidge``) over step rows with context.
 
     Round-robin regression of each variable on the other variables of the step and on
-    the interpolation context of all (:func:`step_rows`, on the robust scale of
-    :class:`_StepRowModel`), fitted on ``fit_rows`` random training steps plus
+    the interpolation context of all (:func:`step_rows`, values clipped as
+    :class:`_StepRowModel` says), fitted on ``fit_rows`` random training steps plus
     ``per_variable`` steps observing each variable, for at most ``max_iter`` rounds.
     What it learns is the sequence of linear models of that fit; imputing applies them
     in order, as scikit-learn's ``transform`` does, from their saved coefficients.
     """
 
     kind = "iterative"
-    robust_scaling = True
 
     def __init__(
         self,
@@ -417,7 +398,7 @@ class IterativeImputer(_StepRowModel):
         self.seed = seed
 
     def fit(self, windows: np.ndarray) -> Self:
-        rows = step_rows(self._fit_scale(windows), self.means)
+        rows = step_rows(self._fit_clip(windows), self.means)
         rows = rows[sample_rows(rows, self.fit_rows, self.per_variable, self.seed)]
         # Columns never observed in the sample stay out of the regressions (the mean fills them).
         self.columns = np.flatnonzero(~np.isnan(rows).all(axis=0))
@@ -449,7 +430,7 @@ class IterativeImputer(_StepRowModel):
 
     def _impute(self, windows: np.ndarray) -> np.ndarray:
         n, steps, variables = windows.shape
-        rows = step_rows(self._robust(windows), self.means)[:, self.columns]
+        rows = step_rows(self._clipped(windows), self.means)[:, self.columns]
         missing = np.isnan(rows)
         rows = np.where(missing, self.start, rows)
         with threadpool_limits(limits=1):
@@ -460,10 +441,10 @@ class IterativeImputer(_StepRowModel):
                 weights[inputs] = coef
                 predicted = rows @ weights + intercept
                 rows[:, target] = np.where(missing[:, target], predicted, rows[:, target])
-        robust = np.broadcast_to(self.means, (rows.shape[0], variables)).copy()
+        filled = np.broadcast_to(self.means, (rows.shape[0], variables)).copy()
         targets = self.columns < variables
-        robust[:, self.columns[targets]] = rows[:, targets]
-        return self._standardised(robust.reshape(n, steps, variables))
+        filled[:, self.columns[targets]] = rows[:, targets]
+        return filled.reshape(n, steps, variables)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -471,7 +452,7 @@ class IterativeImputer(_StepRowModel):
             "fit_rows": self.fit_rows,
             "per_variable": self.per_variable,
             "seed": self.seed,
-            **self._scale_config(),
+            **self._clip_config(),
         }
 
     def _save_weights(self, directory: Path) -> None:

@@ -36,9 +36,23 @@ NET_KEYS = frozenset(
 )
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "lstm": {"hidden": 64, "layers": 1, "dropout": 0.3, "head": 64},
-    "cnn": {"channels": 64, "kernel": 3, "blocks": 4, "dropout": 0.3, "head": 64},
-    "cnn-lstm": {"channels": 64, "kernel": 3, "hidden": 64, "dropout": 0.3, "head": 64},
+    "lstm": {"hidden": 64, "layers": 1, "dropout": 0.3, "head": 64, "summaries": True},
+    "cnn": {
+        "channels": 64,
+        "kernel": 3,
+        "blocks": 4,
+        "dropout": 0.3,
+        "head": 64,
+        "summaries": True,
+    },
+    "cnn-lstm": {
+        "channels": 64,
+        "kernel": 3,
+        "hidden": 64,
+        "dropout": 0.3,
+        "head": 64,
+        "summaries": True,
+    },
 }
 
 

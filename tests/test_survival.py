@@ -6,6 +6,8 @@ so the whole file runs in well under a minute on two cores.
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 import math
 from pathlib import Path
@@ -38,7 +40,7 @@ torch.set_num_threads(2)
 TINY: dict[str, dict[str, object]] = {
     "tsfel-lr": {},
     "tsfel-gbm": {"max_iter": 15, "max_leaf_nodes": 7, "max_features": 1.0},
-    "lstm": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 12, "patience": 4},
+    "lstm": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 8, "patience": 3},
     "cnn": {"channels": 16, "blocks": 2, "head": 16, "max_epochs": 12, "patience": 4},
     "cnn-lstm": {"channels": 16, "hidden": 16, "head": 16, "max_epochs": 12, "patience": 4},
 }
@@ -72,6 +74,19 @@ def test_survival_curves_are_monotone_probabilities() -> None:
     curves = survival_curve(hazards)
     assert ((curves >= 0) & (curves <= 1)).all()
     assert (np.diff(curves, axis=1) <= 0).all()
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "bedside.training.survival.likelihood",
+        "bedside.training.survival.features",
+        "bedside.training.survival.inputs",
+    ],
+)
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 # --- features and exported trees --------------------------------------------------------

@@ -250,7 +250,7 @@ def cross_validate(args: argparse.Namespace) -> int:
         "event1 chosen on the out-of-fold predictions themselves (optimistic, as BASELINES.md)",
         n_bootstrap=0,
     )["event1"]
-    metrics["survival"] = survival_block(model, survival, everyone)
+    metrics["survival"] = survival_block(model, survival, everyone, with_training=False)
     metrics["c_index"] = metrics["survival"].get("c_index")
     metrics["cross_validation"] = {
         "folds": args.cv,

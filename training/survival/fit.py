@@ -310,6 +310,8 @@ def fit_model(
         threshold=0.5,
         threshold_rule=THRESHOLD_RULE,
     )
+    known = np.isfinite(cohort.time_h)
+    model.training_outcomes = (cohort.time_h[known], cohort.event[known])
     out_of_fold = model.scores(oof_mortality, oof_hazards)
     model.threshold = choose_threshold(cohort.mortality, out_of_fold.mortality, THRESHOLD_RULE)
     validation = f"out-of-fold predictions of the {n} training stays ({options.folds} folds)"
@@ -371,17 +373,27 @@ def out_of_fold_metrics(model: SurvivalModel, scored: Any, cohort: Cohort) -> di
     return out
 
 
-def survival_block(model: SurvivalModel, survival: np.ndarray, cohort: Cohort) -> dict[str, Any]:
-    """survival_metrics on the stays whose follow-up is known."""
+def survival_block(
+    model: SurvivalModel, survival: np.ndarray, cohort: Cohort, with_training: bool = True
+) -> dict[str, Any]:
+    """survival_metrics on the stays whose follow-up is known; censoring weights from the
+    model's training stays when it has them (``with_training``)."""
     from bedside.training.evaluation.metrics import survival_metrics
 
     known = np.isfinite(cohort.time_h)
+    training: dict[str, Any] = {}
+    if with_training and model.training_outcomes is not None:
+        training = {
+            "train_time_h": model.training_outcomes[0],
+            "train_event": model.training_outcomes[1],
+        }
     return survival_metrics(
         cohort.time_h[known],
         cohort.event[known],
         survival[known],
         np.asarray(model.intervals_h),
         np.asarray(model.horizons_h),
+        **training,
     )
 
 

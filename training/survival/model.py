@@ -15,7 +15,9 @@ A model folder holds
   :mod:`bedside.training.survival.tabular`);
 * ``imputer/``: the imputer fitted with the model, saved by its own ``save``, or
   ``imputation/``: the imputation model given with ``--imputer`` (deep models only);
-* ``metrics.json``: the metrics of the out-of-fold predictions at training time.
+* ``metrics.json``: the metrics of the out-of-fold predictions at training time;
+* ``training_outcomes.npz``: the training stays' follow-up times and deaths, sorted (no
+  stay ids), for the censoring weights of the survival metrics.
 
 :meth:`SurvivalModel.predict_window` is what the engine calls on one window;
 :meth:`SurvivalModel.predict_windows` is the same code on a batch (``bedside predict``
@@ -40,6 +42,7 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 IMPUTER_DIR = "imputer"
 IMPUTATION_DIR = "imputation"
+OUTCOMES_FILE = "training_outcomes.npz"
 #: Version of the model folder layout; bumped when a loader could misread an older one.
 FORMAT_VERSION = 1
 #: Stays per forward pass (bounds memory, not results).
@@ -238,6 +241,9 @@ class SurvivalModel:
     threshold: float
     threshold_rule: str
     info: dict[str, Any] = field(default_factory=dict)
+    #: Follow-up of the training stays (hours, death 0/1), sorted by time so that no row
+    #: links to a stay: the censoring distribution of the survival metrics (Uno's C).
+    training_outcomes: tuple[np.ndarray, np.ndarray] | None = None
 
     # --- scoring --------------------------------------------------------------------
 
@@ -289,6 +295,11 @@ class SurvivalModel:
         elif self.encoder.imputer is not None:
             self.encoder.imputer.save(directory / IMPUTER_DIR)
         self.predictor.save(directory)
+        if self.training_outcomes is not None:
+            time_h, event = self.training_outcomes
+            order = np.lexsort((event, time_h))
+            with open(directory / OUTCOMES_FILE, "wb") as handle:
+                np.savez(handle, time_h=time_h[order], event=event[order].astype(np.int8))
         document = {
             "format_version": FORMAT_VERSION,
             "arch": self.arch,
@@ -331,6 +342,10 @@ class SurvivalModel:
             _load_member(arch, config, directory / f"member-{k}", sizes)
             for k, config in enumerate(data["predictor"]["members"])
         ]
+        outcomes = None
+        if (directory / OUTCOMES_FILE).exists():
+            with np.load(directory / OUTCOMES_FILE, allow_pickle=False) as saved:
+                outcomes = (saved["time_h"], saved["event"])
         info_keys = set(data) - {
             *("format_version", "arch", "inputs", "predictor", "intervals_h", "horizons_h"),
             *("calibration", "threshold"),
@@ -345,6 +360,7 @@ class SurvivalModel:
             threshold=float(data["threshold"]["value"]),
             threshold_rule=str(data["threshold"]["rule"]),
             info={key: data[key] for key in info_keys},
+            training_outcomes=outcomes,
         )
 
 

@@ -8,11 +8,14 @@ holds out ``validation_fraction`` of the training windows, hides 10% of their ob
 values once (the evaluation protocol's rate), and keeps the weights of the epoch with
 the lowest mean absolute error on them. Training stops after ``epochs`` epochs,
 ``patience`` epochs without improvement, or ``max_minutes`` of wall-clock time,
-whichever comes first, and always ends at the best checkpoint.
+whichever comes first, and always ends at the best checkpoint. When the clock will not
+allow every epoch, the learning-rate schedule is shortened to the epochs that fit, so it
+still anneals before the deadline.
 
-Inputs are clipped to ``clip`` standard deviations (default 10) before they reach the
-network, so recording errors of the raw data (pH 735 for 7.35) do not wreck training or
-neighbouring estimates; observed values are returned unchanged whatever their size.
+Values beyond ``clip`` standard deviations (default 10) are clipped in the network's
+inputs and training targets, so recording errors of the raw data (pH 735 for 7.35) do
+not wreck training or the estimates next to them; observed values are returned
+unchanged whatever their size.
 
 Weights are saved as a torch ``state_dict`` (``weights.pt``) and read back with
 ``torch.load(..., weights_only=True)``: no pickle of code.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -45,97 +49,54 @@ VALIDATION_HIDE_RATE = 0.1
 CHUNK = 512
 
 
+@dataclass(frozen=True)
+class AttentionSettings:
+    """Everything that defines an attention imputer before it sees data.
+
+    The network's size (``d_model``, ``heads``, ``layers``, ``d_ffn``; no dropout: the
+    fresh masks of every batch regularise), the training task (``hide_rate``,
+    ``block_rate``, ``reconstruction_weight``, see
+    :mod:`~bedside.training.imputation.attention.data`), the optimiser (AdamW, learning
+    rate warmed up over the first 5% of the planned steps to ``learning_rate``, then
+    cosine-decayed to zero) and the stopping rules (``epochs``, ``patience``,
+    ``max_minutes``). ``seed`` fixes the split, the masks and the initial weights.
+    """
+
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 2
+    d_ffn: int = 128
+    clip: float = 10.0
+    hide_rate: float = 0.2
+    block_rate: float = 0.05
+    reconstruction_weight: float = 0.0
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    epochs: int = 60
+    patience: int = 15
+    validation_fraction: float = 0.1
+    max_minutes: float = 10.0
+    seed: int = 0
+    verbose: bool = True
+
+
 class AttentionImputer(Imputer):
     """Self-attention imputer trained by masked-value reconstruction (SAITS-like).
 
-    Parameters are the network's size (``d_model``, ``heads``, ``layers``, ``d_ffn``; no
-    dropout: the fresh masks of every batch regularise), the training task
-    (``hide_rate``, ``block_rate``, ``reconstruction_weight``), the optimiser (AdamW,
-    learning rate warmed up over the first 5% of the planned steps to ``learning_rate``,
-    then cosine-decayed to zero) and the stopping rules (``epochs``, ``patience``,
-    ``max_minutes``). ``seed`` fixes the split, the masks and the initial weights, so
-    the same data and seed give the same imputer (on the same machine and thread count,
-    unless ``max_minutes`` cuts training short). Set ``torch.set_num_threads`` before
-    ``fit`` or ``impute`` to choose how many cores it uses.
+    Keyword arguments are the fields of :class:`AttentionSettings`. The same data and
+    seed give the same imputer on the same machine and thread count, unless
+    ``max_minutes`` cuts training short. Set ``torch.set_num_threads`` before ``fit`` or
+    ``impute`` to choose how many cores it uses.
     """
 
     kind = "attention"
 
-    def __init__(
-        self,
-        *,
-        d_model: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        d_ffn: int = 128,
-        clip: float = 10.0,
-        hide_rate: float = 0.2,
-        block_rate: float = 0.05,
-        reconstruction_weight: float = 0.0,
-        batch_size: int = 64,
-        learning_rate: float = 2e-3,
-        weight_decay: float = 0.01,
-        epochs: int = 80,
-        patience: int = 15,
-        validation_fraction: float = 0.1,
-        max_minutes: float = 10.0,
-        seed: int = 0,
-        verbose: bool = True,
-    ) -> None:
-        self.d_model = d_model
-        self.heads = heads
-        self.layers = layers
-        self.d_ffn = d_ffn
-        self.clip = clip
-        self.hide_rate = hide_rate
-        self.block_rate = block_rate
-        self.reconstruction_weight = reconstruction_weight
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.epochs = epochs
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.max_minutes = max_minutes
-        self.seed = seed
-        self.verbose = verbose
+    def __init__(self, **settings: Any) -> None:
+        self.settings = AttentionSettings(**settings)
         self.network: AttentionNetwork | None = None
-        self.steps: int | None = None
-        self.variables: int | None = None
+        self.shape: tuple[int, int] | None = None  # (steps, variables) of the windows
         self.training: dict[str, Any] = {}
-
-    def _hyperparameters(self) -> dict[str, Any]:
-        return {
-            "d_model": self.d_model,
-            "heads": self.heads,
-            "layers": self.layers,
-            "d_ffn": self.d_ffn,
-            "clip": self.clip,
-            "hide_rate": self.hide_rate,
-            "block_rate": self.block_rate,
-            "reconstruction_weight": self.reconstruction_weight,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "weight_decay": self.weight_decay,
-            "epochs": self.epochs,
-            "patience": self.patience,
-            "validation_fraction": self.validation_fraction,
-            "max_minutes": self.max_minutes,
-            "seed": self.seed,
-            "verbose": self.verbose,
-        }
-
-    def _build(self, steps: int, variables: int) -> AttentionNetwork:
-        self.steps, self.variables = steps, variables
-        return AttentionNetwork(
-            steps,
-            variables,
-            d_model=self.d_model,
-            heads=self.heads,
-            layers=self.layers,
-            d_ffn=self.d_ffn,
-            reconstruction_weight=self.reconstruction_weight,
-        )
 
     @property
     def parameter_count(self) -> int:
@@ -144,49 +105,56 @@ class AttentionImputer(Imputer):
             return 0
         return sum(p.numel() for p in self.network.parameters())
 
+    def _build(self, steps: int, variables: int) -> AttentionNetwork:
+        s = self.settings
+        self.shape = (steps, variables)
+        return AttentionNetwork(
+            steps,
+            variables,
+            d_model=s.d_model,
+            heads=s.heads,
+            layers=s.layers,
+            d_ffn=s.d_ffn,
+            reconstruction_weight=s.reconstruction_weight,
+        )
+
     def fit(self, windows: np.ndarray) -> Self:
         if windows.ndim != 3 or len(windows) < 2:
             raise ValueError(f"fit needs a batch of at least 2 windows, got shape {windows.shape}")
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.settings.seed)
             self._fit(windows.astype(np.float32, copy=False))
         return self
 
     def _fit(self, windows: np.ndarray) -> None:
+        s = self.settings
         started = time.monotonic()
-        deadline = started + 60 * self.max_minutes
-        order = np.random.default_rng(self.seed).permutation(len(windows))
-        held_out = min(max(1, round(self.validation_fraction * len(windows))), len(windows) - 1)
+        deadline = started + 60 * s.max_minutes
+        order = np.random.default_rng(s.seed).permutation(len(windows))
+        held_out = min(max(1, round(s.validation_fraction * len(windows))), len(windows) - 1)
+        validation = _validation_inputs(windows[order[:held_out]], s)
         batches = ReconstructionBatches(
             windows[order[held_out:]],
-            clip=self.clip,
-            batch_size=self.batch_size,
-            hide_rate=self.hide_rate,
-            block_rate=self.block_rate,
-            seed=self.seed,
+            clip=s.clip,
+            batch_size=s.batch_size,
+            hide_rate=s.hide_rate,
+            block_rate=s.block_rate,
+            seed=s.seed,
         )
-        validation = windows[order[:held_out]]
-        hidden = hide(
-            ~np.isnan(validation),
-            VALIDATION_HIDE_RATE,
-            block_rate=0.0,
-            rng=np.random.default_rng(self.seed + 1),
-        )
-        validation_inputs = training_inputs(validation, hidden, self.clip)
-
         network = self._build(windows.shape[1], windows.shape[2])
         optimiser = torch.optim.AdamW(
-            network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay
+            network.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay
         )
-        best = (float("inf"), 0, copy.deepcopy(network.state_dict()))
-        planned, step, stopped = self.epochs, 0, "epochs"
-        for epoch in range(1, self.epochs + 1):
+
+        best_score, best_epoch, best_state = float("inf"), 0, copy.deepcopy(network.state_dict())
+        planned, step, stopped = s.epochs, 0, "epochs"
+        for epoch in range(1, s.epochs + 1):
             network.train()
             losses = []
             for batch in batches:
-                progress = step / (planned * len(batches))
+                factor = _warmup_cosine(step / (planned * len(batches)))
                 for group in optimiser.param_groups:
-                    group["lr"] = self.learning_rate * _one_cycle(progress)
+                    group["lr"] = s.learning_rate * factor
                 loss = network(batch)["loss"]
                 optimiser.zero_grad()
                 loss.backward()
@@ -195,36 +163,39 @@ class AttentionImputer(Imputer):
                 step += 1
                 if time.monotonic() > deadline:
                     break
-            score = _validation_error(network, validation_inputs)
-            improved = score < best[0]
+            score = _validation_error(network, validation)
+            improved = score < best_score
             if improved:
-                best = (score, epoch, copy.deepcopy(network.state_dict()))
+                best_score, best_epoch, best_state = (
+                    score,
+                    epoch,
+                    copy.deepcopy(network.state_dict()),
+                )
             now = time.monotonic()
-            if self.verbose:
+            if s.verbose:
                 print(
                     f"epoch {epoch:3d}/{planned}  loss {np.mean(losses):.4f}  "
                     f"validation MAE {score:.4f}{' *' if improved else '  '}  "
                     f"{now - started:4.0f} s",
                     flush=True,
                 )
-            # When the clock will not allow every epoch, plan fewer so the schedule anneals
-            # by the deadline (re-planned every epoch, as the machine's load changes).
-            per_epoch = (now - started) / epoch
-            fits = epoch + int((deadline - now) / per_epoch)
-            planned = min(self.epochs, max(epoch + 1, fits))
+            # Re-plan every epoch (the machine's load changes): as many epochs as fit.
+            fits = epoch + int((deadline - now) / ((now - started) / epoch))
+            planned = min(s.epochs, max(epoch + 1, fits))
             if now > deadline or epoch >= planned:
-                stopped = "max_minutes" if planned < self.epochs or now > deadline else "epochs"
+                stopped = "max_minutes" if now > deadline or planned < s.epochs else "epochs"
                 break
-            if epoch - best[1] >= self.patience:
+            if epoch - best_epoch >= s.patience:
                 stopped = "patience"
                 break
-        network.load_state_dict(best[2])
+
+        network.load_state_dict(best_state)
         network.eval()
         self.network = network
         self.training = {
             "epochs": epoch,
-            "best_epoch": best[1],
-            "validation_mae": best[0],
+            "best_epoch": best_epoch,
+            "validation_mae": best_score,
             "stopped_by": stopped,
             "seconds": round(time.monotonic() - started, 1),
             "windows": len(windows) - held_out,
@@ -234,22 +205,24 @@ class AttentionImputer(Imputer):
     def _impute(self, windows: np.ndarray) -> np.ndarray:
         if self.network is None:
             raise RuntimeError("the attention imputer must be fitted or loaded before imputing")
-        expected = (self.steps, self.variables)
-        if windows.shape[1:] != expected:
-            raise ValueError(f"windows of shape {windows.shape[1:]} given, {expected} expected")
+        if windows.shape[1:] != self.shape:
+            raise ValueError(f"windows of shape {windows.shape[1:]} given, {self.shape} expected")
         chunks = []
         with torch.inference_mode():
             for first in range(0, len(windows), CHUNK):
-                channels = classical_channels(windows[first : first + CHUNK], self.clip)
+                channels = classical_channels(windows[first : first + CHUNK], self.settings.clip)
                 outputs = self.network({"channels": torch.from_numpy(channels)})
                 chunks.append(outputs["imputation"].numpy())
+        if not chunks:
+            return windows.copy()
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def config(self) -> dict[str, Any]:
+        steps, variables = self.shape if self.shape else (None, None)
         return {
-            **self._hyperparameters(),
-            "steps": self.steps,
-            "variables": self.variables,
+            **asdict(self.settings),
+            "steps": steps,
+            "variables": variables,
             "training": self.training,
         }
 
@@ -272,11 +245,18 @@ class AttentionImputer(Imputer):
         return imputer
 
 
-def _one_cycle(progress: float, warmup: float = 0.05) -> float:
+def _warmup_cosine(progress: float, warmup: float = 0.05) -> float:
     """Learning-rate factor: linear warm-up, then cosine decay to zero at ``progress`` 1."""
     if progress < warmup:
         return progress / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def _validation_inputs(windows: np.ndarray, settings: AttentionSettings) -> dict[str, torch.Tensor]:
+    """The held-out windows with 10% of their observed values hidden, once for all epochs."""
+    rng = np.random.default_rng(settings.seed + 1)
+    hidden = hide(~np.isnan(windows), VALIDATION_HIDE_RATE, block_rate=0.0, rng=rng)
+    return training_inputs(windows, hidden, settings.clip)
 
 
 def _validation_error(network: AttentionNetwork, validation: dict[str, torch.Tensor]) -> float:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bedside.training.imputation.attention import data
+from bedside.training.imputation.attention.data import LINEAR, classical_channels
 from bedside.training.imputation.attention.model import AttentionImputer
 from bedside.training.imputation.base import imputer_class, load_imputer
 from bedside.training.imputation.protocol import block_mask, errors, mcar_mask
@@ -79,13 +80,17 @@ def test_is_the_registered_attention_imputer() -> None:
 
 
 @pytest.mark.parametrize("masking", [mcar_mask, block_mask])
-def test_beats_mean_imputation_on_hidden_values(
+def test_beats_mean_and_linear_interpolation_on_hidden_values(
     fitted: AttentionImputer, test: np.ndarray, masking
 ) -> None:
     hidden = masking(test, 0.2, 2026)
-    estimate = fitted.impute(np.where(hidden, np.nan, test))
+    windows = np.where(hidden, np.nan, test)
+    error = errors(test, fitted.impute(windows), hidden).mae
     mean = np.zeros_like(test)  # the training mean, once standardised
-    assert errors(test, estimate, hidden).mae < 0.6 * errors(test, mean, hidden).mae
+    assert error < 0.6 * errors(test, mean, hidden).mae
+    # The untrained network is exactly linear interpolation: training must improve on it.
+    linear = classical_channels(windows, clip=10.0)[..., LINEAR]
+    assert error < 0.97 * errors(test, linear, hidden).mae
 
 
 def test_keeps_observed_values_and_fills_every_gap(
@@ -149,6 +154,11 @@ def test_stops_at_the_wall_clock_budget_with_a_usable_imputer(
 def test_rejects_windows_of_another_shape(fitted: AttentionImputer) -> None:
     with pytest.raises(ValueError, match="expected"):
         fitted.impute(np.zeros((2, 12, 5), dtype=np.float32))
+
+
+def test_rejects_unknown_settings() -> None:
+    with pytest.raises(TypeError, match="d_modle"):
+        AttentionImputer(d_modle=32)
 
 
 def test_masking_examples_run() -> None:

@@ -209,23 +209,15 @@ def cross_validate(args: argparse.Namespace) -> int:
     events, stays = read_folders(args.data)
     everyone = build_cohort(events, stays, PHYSIONET_2012)
     folds = StratifiedKFold(n_splits=args.cv, shuffle=True, random_state=args.seed)
-    n, k = len(everyone), None
-    mortality = np.zeros(n)
-    survival: np.ndarray | None = None
+    options = FitOptions(arch=args.arch, seed=args.seed)
+    n = len(everyone)
+    mortality, survival = np.zeros(n), np.zeros((n, len(options.intervals_h)))
     thresholds, per_fold = [], []
     for fold, (train_rows, test_rows) in enumerate(folds.split(np.zeros(n), everyone.mortality)):
         train_stays = everyone.stays[train_rows]
-        model, _ = fit_model(
-            events,
-            train_stays,
-            FitOptions(arch=args.arch, seed=args.seed),
-            fingerprint(args.data, train_stays),
-        )
+        model, _ = fit_model(events, train_stays, options, fingerprint(args.data, train_stays))
         test = build_cohort(events, everyone.stays[test_rows], model.grid)
         scored = model.predict_windows(test.windows, test.stays)
-        if survival is None:
-            k = scored.survival.shape[1]
-            survival = np.zeros((n, k))
         mortality[test_rows], survival[test_rows] = scored.mortality, scored.survival
         thresholds.append(model.threshold)
         per_fold.append(
@@ -237,7 +229,6 @@ def cross_validate(args: argparse.Namespace) -> int:
             }
         )
         print(f"fold {fold + 1}/{args.cv} done ({model.info['training']['total_seconds']:.0f} s)")
-    assert survival is not None
     threshold = float(np.mean(thresholds))
     rule = f"mean of the {args.cv} folds' validation thresholds (event1)"
     metrics = binary_metrics(

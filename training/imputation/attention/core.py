@@ -75,11 +75,12 @@ class AttentionNetwork(nn.Module):
         self,
         steps: int,
         variables: int,
-        d_model: int = 64,
-        heads: int = 4,
-        layers: int = 2,
-        d_ffn: int = 128,
-        reconstruction_weight: float = 0.0,
+        *,
+        d_model: int,
+        heads: int,
+        layers: int,
+        d_ffn: int,
+        reconstruction_weight: float,
     ) -> None:
         super().__init__()
         self.reconstruction_weight = reconstruction_weight

@@ -64,16 +64,16 @@ class AttentionSettings:
 
     d_model: int = 64
     heads: int = 4
-    layers: int = 2
+    layers: int = 1
     d_ffn: int = 128
     clip: float = 10.0
     hide_rate: float = 0.2
     block_rate: float = 0.05
     reconstruction_weight: float = 0.0
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.01
-    epochs: int = 60
+    epochs: int = 80
     patience: int = 15
     validation_fraction: float = 0.1
     max_minutes: float = 10.0

@@ -21,7 +21,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas
+	$(BIN)/mypy schemas engine
 
 test: lint
 	$(BIN)/pytest

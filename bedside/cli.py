@@ -334,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", type=Path, required=True, help="output folder")
     detect.set_defaults(handler="bedside.training.detectors.cli:detect")
 
+    from bedside.engine.cli import add_arguments as add_engine_arguments
+
+    engine = commands.add_parser(
+        "engine",
+        help="run the streaming engine on Kafka: anomalies, rolling scores, alerts",
+        description="Read icu.vitals.v1, icu.waveform.v1, icu.patient.v1 and "
+        "icu.alerts.ack.v1; publish icu.anomalies.v1, icu.scores.v1, icu.alerts.v1 and "
+        "icu.deadletter.v1. Settings also come from BEDSIDE_ENGINE_* and BEDSIDE_KAFKA_*.",
+    )
+    add_engine_arguments(engine)
+    engine.set_defaults(handler="bedside.engine.cli:run")
+
     replay = commands.add_parser(
         "replay",
         help="publish WFDB records, canonical events or a simulated ward as a live feed",

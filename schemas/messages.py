@@ -179,6 +179,8 @@ class Score(Message):
     time: AwareDatetime
     model_id: str
     model_version: str
+    #: Calibrated probability of in-hospital death (what the alert policy reads).
+    mortality: Probability | None = None
     risks: Annotated[list[HorizonRisk], Field(min_length=1)]
     survival: list[SurvivalPoint] = []
     imputed_fraction: Probability

@@ -17,6 +17,8 @@ MODULES = [
     "bedside.training.data.omop",
     "bedside.replay.physiology",
     "bedside.replay.simulator",
+    "bedside.engine.settings",
+    "bedside.engine.alerts",
 ]
 
 

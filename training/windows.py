@@ -242,3 +242,99 @@ class Standardiser:
     @classmethod
     def load(cls, path: Path) -> Self:
         return cls.from_dict(json.loads(path.read_text()))
+
+
+class RollingWindow:
+    """A bed's window kept up to date sample by sample: the engine's side of :func:`window`.
+
+    Steps are anchored at the stay's admission (``anchor_s``, seconds since the epoch), as
+    offline. While the stay is younger than the window, the window is its first
+    ``grid.steps`` steps, exactly as :func:`stay_windows` builds it; after that it rolls
+    a whole step at a time, its last step being the one that holds the scoring time.
+    Only each step's sum and count are kept (bounded state: ``2 x steps x variables``
+    numbers). A value of a step after the window's last one evicts its first step, so the
+    caller adds a value only once the windows scored before its time are out (the
+    engine holds newer values back until then). :meth:`values` divides the sums in
+    float64 and rounds to float32 as :func:`_bin` does, so the same values give the same
+    window.
+
+    >>> grid = Grid(concepts=("heart_rate", "spo2"), step_minutes=60, steps=3)
+    >>> rolling = RollingWindow(grid, anchor_s=0.0)
+    >>> for minute, concept, value in [(5, "heart_rate", 80), (50, "heart_rate", 90),
+    ...                                (70, "spo2", 97)]:
+    ...     _ = rolling.add(minute * 60.0, concept, value)
+    >>> rolling.values(at_s=180 * 60.0)
+    array([[85., nan],
+           [nan, 97.],
+           [nan, nan]], dtype=float32)
+    >>> rolling.add(190 * 60.0, "spo2", 99)
+    True
+    >>> rolling.values(at_s=200 * 60.0)  # rolled by one step: steps 1 to 3
+    array([[nan, 97.],
+           [nan, nan],
+           [nan, 99.]], dtype=float32)
+    """
+
+    def __init__(self, grid: Grid, anchor_s: float) -> None:
+        self.grid = grid
+        self.anchor_s = anchor_s
+        self._index = {name: i for i, name in enumerate(grid.concepts)}
+        shape = (grid.steps, len(grid.concepts))
+        self._sums = np.zeros(shape, dtype=np.float64)
+        self._counts = np.zeros(shape, dtype=np.int32)
+        #: Which step each ring slot holds (-1: none yet).
+        self._held = np.full(grid.steps, -1, dtype=np.int64)
+
+    def step_of(self, time_s: float) -> int:
+        """The step (from admission) a time falls in; negative before admission."""
+        return int(np.floor((time_s - self.anchor_s) / (self.grid.step_minutes * 60.0)))
+
+    def first_step(self, at_s: float) -> int:
+        """The first step of the window scored at ``at_s``."""
+        step_s = self.grid.step_minutes * 60.0
+        elapsed_steps = int(np.ceil((at_s - self.anchor_s) / step_s))
+        return max(0, elapsed_steps - self.grid.steps)
+
+    def add(self, time_s: float, concept: str, value: float) -> bool:
+        """Count one value; False (and nothing kept) when outside the grid or too old."""
+        variable = self._index.get(concept)
+        step = self.step_of(time_s)
+        if variable is None or step < 0 or not np.isfinite(value):
+            return False
+        slot = step % self.grid.steps
+        held = self._held[slot]
+        if held > step:  # the ring already moved past this step
+            return False
+        if held < step:
+            self._sums[slot] = 0.0
+            self._counts[slot] = 0
+            self._held[slot] = step
+        self._sums[slot, variable] += value
+        self._counts[slot, variable] += 1
+        return True
+
+    def _slots(self, at_s: float) -> tuple[np.ndarray, np.ndarray]:
+        steps = np.arange(self.first_step(at_s), self.first_step(at_s) + self.grid.steps)
+        slots = steps % self.grid.steps
+        return slots, self._held[slots] == steps
+
+    def values(self, at_s: float) -> np.ndarray:
+        """The window (steps x variables) scored at ``at_s``; NaN = missing."""
+        slots, current = self._slots(at_s)
+        sums = np.where(current[:, None], self._sums[slots], 0.0)
+        counts = np.where(current[:, None], self._counts[slots], 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
+
+    def observed_fraction(self, at_s: float) -> float:
+        """Share of the elapsed cells of the window (steps up to ``at_s``) holding a value."""
+        slots, current = self._slots(at_s)
+        step_s = self.grid.step_minutes * 60.0
+        elapsed = min(
+            self.grid.steps,
+            int(np.ceil((at_s - self.anchor_s) / step_s)) - self.first_step(at_s),
+        )
+        if elapsed <= 0:
+            return 0.0
+        observed = (self._counts[slots[:elapsed]] > 0) & current[:elapsed, None]
+        return float(observed.sum()) / (elapsed * len(self.grid.concepts))

@@ -1,0 +1,421 @@
+"""One bed in the engine: its state, and what each of its messages does to it.
+
+:class:`Engine` holds what every bed shares and never changes while running (the
+settings, the survival model, the detectors' population reference); :class:`BedState`
+is one bed's own memory, small and picklable, which Bytewax snapshots for recovery:
+
+* the current stay (id, admission, static covariates from ``icu.patient.v1``);
+* duplicate tracking per stream (:class:`SeqTracker`);
+* its online detectors (:class:`~bedside.training.detectors.bed.BedDetectors`);
+* its rolling window (:class:`~bedside.training.windows.RollingWindow`, the same
+  window code as offline) and the values not yet due (``pending``);
+* the last seconds of each waveform signal (:mod:`bedside.engine.waveforms`);
+* its event-time clock and next scoring minute (see :mod:`bedside.engine.settings`);
+* its alerting memory (:mod:`bedside.engine.alerts`).
+
+Values flagged by a detector are left out of the window (imputed downstream like any
+missing value). Every output is an :class:`~bedside.engine.intake.Outgoing` record.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bedside.engine import metrics
+from bedside.engine.alerts import AlertState, acknowledge, close_all, evaluate
+from bedside.engine.intake import Accepted, Outgoing, Rejected, dead_letter
+from bedside.engine.settings import EngineSettings
+from bedside.engine.waveforms import SignalBuffer, add_chunk, derive
+from bedside.schemas.messages import (
+    ALERTS_TOPIC,
+    ANOMALIES_TOPIC,
+    SCORES_TOPIC,
+    Admit,
+    AlertAck,
+    Anomaly,
+    Death,
+    Discharge,
+    HorizonRisk,
+    Score,
+    SurvivalPoint,
+    Vitals,
+    WaveformChunk,
+    encode,
+)
+from bedside.training.windows import RollingWindow
+
+
+def seconds(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def moment(at_s: float) -> datetime:
+    return datetime.fromtimestamp(at_s, UTC)
+
+
+@dataclass
+class SeqTracker:
+    """The sequence numbers of one stream seen lately, to drop duplicates.
+
+    A number seen before is a duplicate. One far below the highest seen (more than
+    ``window`` behind) cannot be judged by memory: if its time is newer than the
+    stream's latest, the source restarted its numbering and the tracker starts over;
+    otherwise it is an old record replayed, and a duplicate.
+    """
+
+    window: int
+    high: int = -1
+    last_time_s: float = -math.inf
+    seen: set[int] = field(default_factory=set)
+
+    def is_duplicate(self, seq: int, time_s: float) -> bool:
+        if seq in self.seen:
+            return True
+        if seq < self.high - self.window:
+            if time_s <= self.last_time_s:
+                return True
+            self.high, self.seen = -1, set()
+        self.seen.add(seq)
+        if seq > self.high:
+            self.high = seq
+        self.last_time_s = max(self.last_time_s, time_s)
+        if len(self.seen) > 2 * self.window:
+            self.seen = {s for s in self.seen if s >= self.high - self.window}
+        return False
+
+
+@dataclass
+class BedState:
+    """One bed's memory (see the module docstring)."""
+
+    bed: str
+    stay_id: str | None = None
+    admit_s: float | None = None
+    statics: dict[str, Any] = field(default_factory=dict)
+    #: Stays of this bed already closed (discharge/death), to spot repeated events.
+    closed_stays: list[str] = field(default_factory=list)
+    window: RollingWindow | None = None
+    pending: list[tuple[float, str, float]] = field(default_factory=list)
+    detectors: Any = None
+    waveforms: dict[str, SignalBuffer] = field(default_factory=dict)
+    streams: dict[str, SeqTracker] = field(default_factory=dict)
+    clock_s: float | None = None
+    next_due_s: float | None = None
+    last_scored_s: float | None = None
+    last_observed_s: float | None = None
+    #: When the record that last moved the clock was produced (for the latency metric).
+    trigger_sent_s: float = 0.0
+    alerts: AlertState = field(default_factory=AlertState)
+
+
+class Engine:
+    """What all beds share: settings, model and detectors' reference (read-only)."""
+
+    def __init__(self, settings: EngineSettings, model: Any = None) -> None:
+        self.settings = settings
+        self.model = model
+        if model is None and settings.model_dir is not None:
+            from bedside.training.survival.model import SurvivalModel
+
+            self.model = SurvivalModel.load(settings.model_dir)
+        self.reference = None
+        detectors_dir = settings.detectors_dir or settings.model_dir
+        if settings.detect and detectors_dir is not None:
+            from bedside.training.detectors.bed import population_reference
+
+            self.reference = population_reference(Path(detectors_dir))
+        if self.model is not None:
+            info = self.model.info
+            fingerprint = info.get("training_data", {}).get("stay_ids_sha256", "")[:8]
+            self.model_id = f"{self.model.arch}-{fingerprint}" if fingerprint else self.model.arch
+            self.model_version = f"{info.get('bedside_version', '?')}+{info.get('created', '?')}"
+            grid = self.model.grid
+            self.max_catch_up = settings.max_catch_up or int(
+                grid.minutes * 60 // settings.score_every_s
+            )
+        else:
+            self.max_catch_up = settings.max_catch_up or 2880
+
+    # --- the per-bed step -------------------------------------------------------------
+
+    def new_bed(self, bed: str) -> BedState:
+        return BedState(bed=bed)
+
+    def process(self, state: BedState, items: Iterable[Accepted]) -> list[Outgoing]:
+        """Everything a batch of a bed's records causes, in order."""
+        out: list[Outgoing] = []
+        for item in items:
+            try:
+                out.extend(self._one(state, item))
+                out.extend(self._score_due(state, final=False))
+            except Exception as error:  # a long-running engine must not stop on one record
+                metrics.LOG.exception("bed step failed on a %s record", item.topic)
+                out.extend(self._reject(item, "bed", f"{type(error).__name__}: {error}"))
+        return out
+
+    def finish(self, state: BedState) -> list[Outgoing]:
+        """The input ended: score every minute the bed's clock has passed."""
+        return self._score_due(state, final=True)
+
+    def _reject(self, item: Accepted, step: str, error: str) -> list[Outgoing]:
+        metrics.MESSAGES.labels(item.topic, "deadlettered").inc()
+        return [
+            dead_letter(
+                Rejected(item.topic, item.partition, item.offset, step, error, item.payload)
+            )
+        ]
+
+    def _one(self, state: BedState, item: Accepted) -> list[Outgoing]:
+        settings = self.settings
+        message = item.message
+        if settings.beds is not None and item.bed not in settings.beds:
+            return self._reject(item, "bed", f"unknown bed {item.bed!r}")
+        if isinstance(message, AlertAck):
+            metrics.MESSAGES.labels(item.topic, "processed").inc()
+            return self._records(ALERTS_TOPIC, acknowledge(state.alerts, message, state.stay_id))
+        time_s = seconds(message.start if isinstance(message, WaveformChunk) else message.time)
+        if settings.future_limit_s is not None and time_s > time.time() + settings.future_limit_s:
+            return self._reject(
+                item, "clock", f"timed {time_s - time.time():.0f} s in the future (clock skew?)"
+            )
+        if state.clock_s is not None and time_s < state.clock_s - settings.max_late_s:
+            return self._reject(
+                item,
+                "clock",
+                f"{state.clock_s - time_s:.0f} s late, beyond max_late_s={settings.max_late_s:g}",
+            )
+        if isinstance(message, Vitals | WaveformChunk):
+            stream = (
+                f"vitals:{message.source}"
+                if isinstance(message, Vitals)
+                else f"waveform:{message.signal}"
+            )
+            tracker = state.streams.setdefault(stream, SeqTracker(settings.dedupe_window))
+            if tracker.is_duplicate(message.seq, time_s):
+                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                return []
+        out: list[Outgoing] = []
+        if isinstance(message, Admit):
+            if message.stay_id == state.stay_id or message.stay_id in state.closed_stays:
+                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                return []
+            out.extend(self._close(state, time_s, "a new patient was admitted"))
+            self._open(state, message.stay_id, time_s)
+            state.statics = {
+                "age": message.age,
+                "sex": message.sex,
+                "height_cm": message.height_cm,
+                "weight_kg": message.weight_kg,
+                "icu_type": message.icu_type,
+            }
+        elif isinstance(message, Discharge | Death):
+            if message.stay_id in state.closed_stays:
+                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                return []
+            if message.stay_id != state.stay_id:
+                return self._reject(item, "stay", f"no stay {message.stay_id!r} in this bed")
+            self._advance(state, time_s, item.sent_s)
+            out.extend(self._score_due(state, final=True))
+            what = "died" if isinstance(message, Death) else "was discharged"
+            out.extend(self._close(state, time_s, f"the patient {what}"))
+        else:
+            if message.stay_id is not None and message.stay_id != state.stay_id:
+                if message.stay_id in state.closed_stays:
+                    return self._reject(item, "stay", f"stay {message.stay_id!r} has left")
+                out.extend(self._close(state, time_s, "another stay's data arrived"))
+                self._open(state, message.stay_id, time_s)
+            elif state.admit_s is None:
+                self._open(state, message.stay_id, time_s)
+            if isinstance(message, Vitals):
+                out.extend(self._observe(state, time_s, dict(message.values)))
+            else:
+                out.extend(self._waveform(state, message, time_s))
+            end_s = (
+                time_s + len(message.samples) / message.fs
+                if isinstance(message, WaveformChunk)
+                else time_s
+            )
+            self._advance(state, end_s, item.sent_s)
+        metrics.MESSAGES.labels(item.topic, "processed").inc()
+        return out
+
+    # --- stays --------------------------------------------------------------------------
+
+    def _open(self, state: BedState, stay_id: str | None, time_s: float) -> None:
+        state.stay_id = stay_id
+        state.admit_s = time_s
+        state.statics = {}
+        state.pending = []
+        state.waveforms = {}
+        state.window = RollingWindow(self.model.grid, time_s) if self.model is not None else None
+        state.detectors = self._detectors() if self.settings.detect else None
+        every = self.settings.score_every_s
+        state.next_due_s = math.floor(time_s / every) * every + every
+        state.last_scored_s = None
+        state.last_observed_s = None
+        state.clock_s = time_s if state.clock_s is None else max(state.clock_s, time_s)
+
+    def _close(self, state: BedState, time_s: float, reason: str) -> list[Outgoing]:
+        if state.admit_s is None:
+            return []
+        alerts = close_all(state.alerts, state.bed, state.stay_id, moment(time_s), reason)
+        if state.stay_id is not None:
+            state.closed_stays = [*state.closed_stays[-7:], state.stay_id]
+        state.stay_id = state.admit_s = state.window = state.detectors = None
+        state.statics, state.pending, state.waveforms = {}, [], {}
+        state.next_due_s = state.last_scored_s = state.last_observed_s = None
+        return self._records(ALERTS_TOPIC, alerts)
+
+    def _detectors(self) -> Any:
+        from bedside.training.detectors.bed import BedDetectors
+        from bedside.training.detectors.multivariate import Multivariate
+
+        detectors = BedDetectors()
+        if self.reference is not None:
+            multivariate = detectors.detectors[Multivariate.name]
+            assert isinstance(multivariate, Multivariate)
+            multivariate.load_reference(self.reference)
+        return detectors
+
+    # --- values -------------------------------------------------------------------------
+
+    def _observe(self, state: BedState, time_s: float, values: dict[str, float]) -> list[Outgoing]:
+        anomalies: list[Anomaly] = []
+        if state.detectors is not None:
+            findings = state.detectors.process(values)
+            flagged = {f.concept for f in findings}
+            anomalies = [f.to_anomaly(state.bed, moment(time_s), state.stay_id) for f in findings]
+            for finding in findings:
+                metrics.ANOMALIES.labels(finding.detector).inc()
+            values = {c: v for c, v in values.items() if c not in flagged}
+        if values:
+            state.last_observed_s = max(state.last_observed_s or time_s, time_s)
+        if state.window is not None:
+            if state.last_scored_s is not None and time_s < state.last_scored_s:
+                # Its minute is scored already: it still counts for the next ones.
+                metrics.LATE.inc(len(values))
+                for concept, value in values.items():
+                    state.window.add(time_s, concept, value)
+            else:
+                state.pending.extend((time_s, c, v) for c, v in values.items())
+        return self._records(ANOMALIES_TOPIC, anomalies)
+
+    def _waveform(self, state: BedState, chunk: WaveformChunk, start_s: float) -> list[Outgoing]:
+        window_s = self.settings.waveform_window_s
+        buffer = state.waveforms.get(chunk.signal)
+        if buffer is None or buffer.fs != chunk.fs:
+            buffer = state.waveforms[chunk.signal] = SignalBuffer(chunk.fs)
+        add_chunk(buffer, chunk.samples, start_s, window_s)
+        derived, outcome = derive(chunk.signal, buffer, window_s)
+        if outcome == "waiting":
+            return []
+        metrics.DERIVED.labels(chunk.signal, outcome).inc()
+        if outcome == "flat":
+            anomaly = Anomaly(
+                bed=state.bed,
+                stay_id=state.stay_id,
+                time=moment(buffer.end_s),
+                concept=chunk.signal,
+                value=None,
+                detector="waveform_quality",
+                kind="flatline",
+                score=1.0,
+                detail=f"no variation over the last {window_s:g} s of {chunk.signal}",
+            )
+            metrics.ANOMALIES.labels("waveform_quality").inc()
+            return self._records(ANOMALIES_TOPIC, [anomaly])
+        if not derived:
+            return []
+        return self._observe(state, buffer.end_s, derived)
+
+    def _advance(self, state: BedState, time_s: float, sent_s: float) -> None:
+        if state.clock_s is None or time_s > state.clock_s:
+            state.clock_s = time_s
+            state.trigger_sent_s = sent_s
+
+    # --- scores and alerts --------------------------------------------------------------
+
+    def _score_due(self, state: BedState, *, final: bool) -> list[Outgoing]:
+        if state.next_due_s is None or state.clock_s is None or self.model is None:
+            return []
+        every = self.settings.score_every_s
+        lateness = 0.0 if final else self.settings.lateness_s
+        due = math.floor((state.clock_s - lateness - state.next_due_s) / every) + 1
+        if due <= 0:
+            return []
+        if due > self.max_catch_up:
+            metrics.SKIPPED.inc(due - self.max_catch_up)
+            state.next_due_s += (due - self.max_catch_up) * every
+            due = self.max_catch_up
+        out: list[Outgoing] = []
+        for _ in range(due):
+            out.extend(self._score(state, state.next_due_s))
+            state.next_due_s += every
+        return out
+
+    def _score(self, state: BedState, at_s: float) -> list[Outgoing]:
+        assert state.window is not None and state.admit_s is not None
+        ready = sorted(p for p in state.pending if p[0] < at_s)
+        state.pending = [p for p in state.pending if p[0] >= at_s]
+        for time_s, concept, value in ready:
+            state.window.add(time_s, concept, value)
+        state.last_scored_s = at_s
+        scored = self.model.predict_window(state.window.values(at_s), state.statics)
+        imputed = 1.0 - state.window.observed_fraction(at_s)
+        seen = state.last_observed_s if state.last_observed_s is not None else state.admit_s
+        staleness = max(0.0, at_s - min(seen, at_s))
+        when = moment(at_s)
+        score = Score(
+            bed=state.bed,
+            stay_id=state.stay_id,
+            time=when,
+            model_id=self.model_id,
+            model_version=self.model_version,
+            mortality=min(1.0, max(0.0, scored["mortality"])),
+            risks=[
+                HorizonRisk(horizon_h=h, risk=min(1.0, max(0.0, r)))
+                for h, r in scored["risks"].items()
+            ],
+            survival=[
+                SurvivalPoint(time_h=t, survival=min(1.0, max(0.0, s)))
+                for t, s in scored["survival"]
+            ],
+            imputed_fraction=min(1.0, max(0.0, imputed)),
+            staleness_s=staleness,
+        )
+        metrics.SCORES.inc()
+        metrics.LATENCY.observe(max(0.0, time.time() - state.trigger_sent_s))
+        policy = self.settings.alerts
+        unreliable = None
+        if imputed > policy.max_imputed_fraction:
+            unreliable = f"{imputed:.0%} of the window imputed"
+        elif staleness > policy.max_staleness_s:
+            unreliable = f"no new value for {staleness / 60:.0f} min"
+        alerts = evaluate(
+            policy,
+            state.alerts,
+            state.bed,
+            state.stay_id,
+            when,
+            score.mortality or 0.0,
+            threshold=self.model.threshold,
+            unreliable=unreliable,
+        )
+        return [
+            Outgoing(SCORES_TOPIC, state.bed.encode(), encode(score)),
+            *self._records(ALERTS_TOPIC, alerts),
+        ]
+
+    def _records(self, topic: str, messages: Iterable[Any]) -> list[Outgoing]:
+        out = []
+        for message in messages:
+            if topic == ALERTS_TOPIC:
+                metrics.ALERTS.labels(message.state, message.priority).inc()
+            out.append(Outgoing(topic, message.bed.encode(), encode(message)))
+        return out

@@ -1,0 +1,194 @@
+"""The engine's Bytewax dataflow: monitoring streams in, anomalies, scores, alerts out.
+
+::
+
+    in ──decode──┬── valid ──key by bed──bed (stateful)──┐
+                 └── rejected ──dead-letter──────────────┴──out
+
+* ``decode`` (:func:`bedside.engine.intake.accept`): schema validation; anything
+  malformed goes to ``icu.deadletter.v1`` with the reason.
+* ``bed`` (:class:`BedLogic`, keyed by bed so each bed's records stay in order on one
+  worker): duplicates, clocks, detectors, waveforms, rolling window, imputation and
+  survival model, alert policy (:mod:`bedside.engine.bed`).
+* ``out``: one record per anomaly, score, alert or dead letter, keyed by bed.
+
+The same flow runs on Kafka (:func:`kafka_flow`, ``bedside engine``) and in process
+(:func:`run_records`, for the demo and tests): only the source and the sink differ.
+Each bed's state is snapshotted (pickled by us, read back only from the engine's own
+recovery store) at the end of each epoch when recovery is on.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+
+from bedside.engine import metrics
+from bedside.engine.bed import BedState, Engine
+from bedside.engine.intake import INPUT_TOPICS, Accepted, Incoming, Outgoing, accept, dead_letter
+from bedside.settings import KafkaSettings
+
+
+class BedLogic(StatefulBatchLogic[Accepted, Outgoing, bytes]):
+    """Bytewax's handle on one bed: hands each batch of its records to the engine."""
+
+    def __init__(self, engine: Engine, resume: bytes | None) -> None:
+        self.engine = engine
+        self.state: BedState | None = pickle.loads(resume) if resume is not None else None
+
+    def on_batch(self, values: list[Accepted]) -> tuple[Iterable[Outgoing], bool]:
+        if self.state is None:
+            self.state = self.engine.new_bed(values[0].bed)
+        return self.engine.process(self.state, values), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Outgoing], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self.engine.finish(self.state), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _bed_of(item: Accepted) -> str:
+    return str(item.bed)
+
+
+def _is_valid(item: Any) -> bool:
+    return isinstance(item, Accepted)
+
+
+def _rejected(item: Any) -> Outgoing:
+    metrics.MESSAGES.labels(item.topic, "deadlettered").inc()
+    return dead_letter(item)
+
+
+def _unkey(pair: tuple[str, Outgoing]) -> Outgoing:
+    return pair[1]
+
+
+def build_flow(
+    engine: Engine,
+    source: Source[Any],
+    sink: Sink[Any],
+    to_sink: Callable[[Outgoing], Any] | None = None,
+) -> Dataflow:
+    """The engine's dataflow between a source of records and a sink of
+    :class:`~bedside.engine.intake.Outgoing` (or of what ``to_sink`` makes of them)."""
+    flow = Dataflow("bedside-engine")
+    records = op.input("in", flow, source)
+    decoded = op.map("decode", records, accept)
+    valid = op.branch("valid", decoded, _is_valid)
+    keyed = op.key_on("by-bed", valid.trues, _bed_of)
+    scored = op.stateful_batch("bed", keyed, lambda resume: BedLogic(engine, resume))
+    outputs = op.map("unkey", scored, _unkey)
+    rejected = op.map("dead-letter", valid.falses, _rejected)
+    merged = op.merge("outputs", outputs, rejected)
+    if to_sink is not None:
+        merged = op.map("to-sink", merged, to_sink)
+    op.output("out", merged, sink)
+    return flow
+
+
+# --- in process ------------------------------------------------------------------------
+
+
+class _CallbackPartition(StatelessSinkPartition[Outgoing]):
+    def __init__(self, write: Callable[[list[Outgoing]], None]) -> None:
+        self._write = write
+
+    def write_batch(self, items: list[Outgoing]) -> None:
+        self._write(items)
+
+
+class CallbackSink(DynamicSink[Outgoing]):
+    """Hands each batch of output records to a function (the demo's ward view, tests)."""
+
+    def __init__(self, write: Callable[[list[Outgoing]], None]) -> None:
+        self._write = write
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CallbackPartition:
+        return _CallbackPartition(self._write)
+
+
+def run_records(
+    engine: Engine,
+    records: Iterable[Incoming],
+    write: Callable[[list[Outgoing]], None] | None = None,
+    *,
+    batch_size: int = 1000,
+) -> list[Outgoing]:
+    """Run the flow in this thread over ``records``; the outputs in order.
+
+    With ``write``, outputs go to it batch by batch (and the returned list is empty).
+    """
+    from bytewax.testing import TestingSource, run_main
+
+    collected: list[Outgoing] = []
+    sink = CallbackSink(write if write is not None else collected.extend)
+    run_main(
+        build_flow(  # type: ignore[no-untyped-call]
+            engine, TestingSource(records, batch_size=batch_size), sink
+        )
+    )
+    return collected
+
+
+# --- on Kafka --------------------------------------------------------------------------
+
+
+def _to_kafka(record: Outgoing) -> Any:
+    from bytewax.connectors.kafka import KafkaSinkMessage
+
+    return KafkaSinkMessage(key=record.key, value=record.value, topic=record.topic)
+
+
+def kafka_flow(
+    engine: Engine,
+    kafka: KafkaSettings,
+    *,
+    from_start: bool = True,
+    batch_size: int = 1000,
+) -> Dataflow:
+    """The flow reading the input topics from Kafka and publishing to the output topics."""
+    from bytewax.connectors.kafka import KafkaSink, KafkaSource
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+    config = kafka.librdkafka_config()
+    brokers = kafka.servers()
+    extra = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+    source = KafkaSource(
+        brokers,
+        list(INPUT_TOPICS),
+        tail=True,
+        starting_offset=OFFSET_BEGINNING if from_start else OFFSET_END,
+        add_config=extra,
+        batch_size=batch_size,
+        raise_on_errors=False,
+    )
+    producer = {**extra, "linger.ms": "20", "compression.type": "gzip"}
+    sink = KafkaSink(brokers, None, add_config=producer)
+    return build_flow(engine, source, sink, _to_kafka)
+
+
+def recovery_config(directory: Path, partitions: int = 1) -> Any:
+    """Bytewax recovery in SQLite files under ``directory`` (created on first use)."""
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, partitions)  # type: ignore[no-untyped-call]
+    return RecoveryConfig(str(directory))  # type: ignore[no-untyped-call]
+
+
+def epoch(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)

@@ -1,0 +1,102 @@
+"""What an engine process is told: one frozen settings object, built at the entry point.
+
+Command-line values override ``BEDSIDE_ENGINE_*`` environment variables (the alert
+policy's as ``BEDSIDE_ENGINE_ALERTS__ON_RISK`` and so on); nothing below the entry point
+reads the environment.
+
+Time is event time: a bed's clock is the latest timestamp among its accepted messages.
+The score of minute ``T`` (scores fall on whole multiples of ``score_every_s``) is
+computed once the bed's clock reaches ``T + lateness_s``, from the values timed before
+``T``; a value that arrives after its minute was scored is *late*: it is counted and
+still enters the window of the following scores. One older than the bed's clock by
+more than ``max_late_s`` is dead-lettered, as is one timed more than
+``future_limit_s`` after the engine's wall clock (a device with a wrong clock;
+``None`` turns this off, for accelerated replays of archived data).
+
+>>> settings = EngineSettings(lateness_s=10)
+>>> settings.alerts.persistence, settings.score_every_s
+((3, 5), 60.0)
+>>> EngineSettings(alerts={"persistence": (6, 5)})
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for EngineSettings
+...
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BEDSIDE_ENGINE_"
+
+
+class AlertPolicy(BaseModel):
+    """When a rolling score becomes an alert, and what happens to it afterwards.
+
+    * **On/off with hysteresis**: an evaluation counts as high when the in-hospital
+      mortality risk is at least ``on_risk`` (default: the model's threshold); an open
+      alert resolves when the risk falls below ``on_risk * off_ratio``.
+    * **Persistence**: an alert is raised when ``k`` of the last ``n`` reliable
+      evaluations were high.
+    * **Silencing**: after an alert resolves, none is raised for that bed for
+      ``silence_s``.
+    * **Escalation**: a raised alert not acknowledged within ``escalate_after_s`` is
+      escalated to high priority.
+    * **Priority** (IEC 60601-1-8): ``high`` when the risk is at least ``high_risk``
+      (default: halfway between ``on_risk`` and 1), otherwise ``medium``.
+    * **Reliability**: no alert is raised from a window whose elapsed cells are more
+      than ``max_imputed_fraction`` imputed or whose newest value is older than
+      ``max_staleness_s``; an ``info`` technical notice is raised instead, once that
+      lasts ``k`` evaluations in a row (``k`` of ``persistence``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on_risk: Annotated[float, Field(gt=0.0, lt=1.0)] | None = None
+    off_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    high_risk: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    persistence: tuple[int, int] = (3, 5)
+    silence_s: Annotated[float, Field(ge=0.0)] = 1800.0
+    escalate_after_s: Annotated[float, Field(gt=0.0)] = 300.0
+    max_imputed_fraction: Annotated[float, Field(ge=0.0, le=1.0)] = 0.9
+    max_staleness_s: Annotated[float, Field(gt=0.0)] = 900.0
+
+    @model_validator(mode="after")
+    def _persistence(self) -> AlertPolicy:
+        k, n = self.persistence
+        if not 1 <= k <= n <= 60:
+            raise ValueError(f"persistence needs 1 <= k <= n <= 60, got {k} of {n}")
+        return self
+
+
+class EngineSettings(BaseSettings):
+    """Everything that shapes the engine's behaviour (see the module docstring)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    #: Survival model folder (``bedside train survival``).
+    model_dir: Path | None = None
+    #: Detector folder (``bedside train detectors``); default the model folder's, if any.
+    detectors_dir: Path | None = None
+    #: Run the online detectors (flagged values are left out of the windows).
+    detect: bool = True
+    score_every_s: Annotated[float, Field(gt=0.0)] = 60.0
+    lateness_s: Annotated[float, Field(ge=0.0)] = 5.0
+    max_late_s: Annotated[float, Field(gt=0.0)] = 3600.0
+    future_limit_s: Annotated[float, Field(gt=0.0)] | None = 300.0
+    #: Most missed minutes a bed catches up at once after a silence (older ones skipped
+    #: and counted); default one window.
+    max_catch_up: Annotated[int, Field(ge=1)] | None = None
+    #: Only these beds are monitored (others dead-lettered); None = any valid bed id.
+    beds: frozenset[str] | None = None
+    #: Sequence numbers remembered per bed and stream to drop duplicates.
+    dedupe_window: Annotated[int, Field(ge=16)] = 1024
+    #: Seconds of waveform analysed for each derived numeric (and how often).
+    waveform_window_s: Annotated[float, Field(ge=2.0, le=30.0)] = 10.0
+    alerts: AlertPolicy = AlertPolicy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,38 @@ def test_one_window_is_imputed_as_in_a_batch(fitted: AttentionImputer, test: np.
     batch = fitted.impute(test)
     for i in (0, 17, 59):
         np.testing.assert_allclose(fitted.impute(test[i]), batch[i], rtol=0, atol=1e-5)
+
+
+def test_one_window_runs_on_one_thread_and_gives_the_threads_back(
+    fitted: AttentionImputer, test: np.ndarray
+) -> None:
+    """Threads cost more than they save on one window (hundreds of ms on a busy machine)."""
+    seen: list[int] = []
+    hook = fitted.network.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    try:
+        batch = fitted.impute(test)
+        one = [fitted.impute(test[i]) for i in (0, 17, 59)]
+        assert torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(1)
+    assert seen == [2, 1, 1, 1]
+    for i, window in zip((0, 17, 59), one, strict=True):
+        np.testing.assert_allclose(window, batch[i], rtol=0, atol=1e-5)
+
+
+def test_concurrent_single_windows_restore_the_thread_count(
+    fitted: AttentionImputer, test: np.ndarray
+) -> None:
+    torch.set_num_threads(2)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            filled = list(pool.map(fitted.impute, test[:40]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    np.testing.assert_allclose(np.stack(filled), fitted.impute(test[:40]), rtol=0, atol=1e-5)
 
 
 def test_config_is_json_and_rebuilds_the_imputer(fitted: AttentionImputer) -> None:

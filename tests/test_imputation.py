@@ -406,6 +406,7 @@ def test_bench_reports_every_imputer_and_mask(
         assert mcar["std"]["n"] == round(0.1 * observed)
         assert len(mcar["variables"]) == len(PHYSIONET_2012.concepts)
         assert result["single_window_ms"] > 0 and mcar["infer_s"] >= 0
+        assert result["single_window_p99_ms"] >= result["single_window_ms"]
     assert results["mean"]["masks"]["mcar"]["std"]["mre"] > 0.9
     assert (
         results["linear"]["masks"]["mcar"]["std"]["mae"]

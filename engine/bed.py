@@ -97,6 +97,8 @@ class BedState:
     bed: str
     stay_id: str | None = None
     admit_s: float | None = None
+    #: The stay's admission message arrived (else the stay began with its first value).
+    admitted: bool = False
     statics: dict[str, Any] = field(default_factory=dict)
     #: Stays of this bed already closed (discharge/death), to spot repeated events.
     closed_stays: list[str] = field(default_factory=list)
@@ -202,11 +204,17 @@ class Engine:
                 return []
         out: list[Outgoing] = []
         if isinstance(message, Admit):
-            if message.stay_id == state.stay_id or message.stay_id in state.closed_stays:
+            if message.stay_id in state.closed_stays or (
+                message.stay_id == state.stay_id and state.admitted
+            ):
                 metrics.MESSAGES.labels(item.topic, "duplicate").inc()
                 return []
-            out.extend(self._close(state, time_s, "a new patient was admitted"))
-            self._open(state, message.stay_id, time_s)
+            if message.stay_id != state.stay_id:
+                out.extend(self._switch(state, time_s, item, "a new patient was admitted"))
+                self._open(state, message.stay_id, time_s)
+            # else: the stay's values came first (another topic); its window stays anchored
+            # at its first value, and the admission brings the covariates.
+            state.admitted = True
             state.statics = {
                 "age": message.age,
                 "sex": message.sex,
@@ -228,7 +236,7 @@ class Engine:
             if message.stay_id is not None and message.stay_id != state.stay_id:
                 if message.stay_id in state.closed_stays:
                     return self._reject(item, "stay", f"stay {message.stay_id!r} has left")
-                out.extend(self._close(state, time_s, "another stay's data arrived"))
+                out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
                 self._open(state, message.stay_id, time_s)
             elif state.admit_s is None:
                 self._open(state, message.stay_id, time_s)
@@ -250,6 +258,7 @@ class Engine:
     def _open(self, state: BedState, stay_id: str | None, time_s: float) -> None:
         state.stay_id = stay_id
         state.admit_s = time_s
+        state.admitted = False
         state.statics = {}
         state.pending = []
         state.waveforms = {}
@@ -261,6 +270,15 @@ class Engine:
         state.last_observed_s = None
         state.clock_s = time_s if state.clock_s is None else max(state.clock_s, time_s)
 
+    def _switch(
+        self, state: BedState, time_s: float, item: Accepted, reason: str
+    ) -> list[Outgoing]:
+        """Another stay starts in the bed: the current one is scored up to now and closed."""
+        if state.admit_s is None:
+            return []
+        self._advance(state, time_s, item.sent_s)
+        return [*self._score_due(state, final=True), *self._close(state, time_s, reason)]
+
     def _close(self, state: BedState, time_s: float, reason: str) -> list[Outgoing]:
         if state.admit_s is None:
             return []
@@ -268,6 +286,7 @@ class Engine:
         if state.stay_id is not None:
             state.closed_stays = [*state.closed_stays[-7:], state.stay_id]
         state.stay_id = state.admit_s = state.window = state.detectors = None
+        state.admitted = False
         state.statics, state.pending, state.waveforms = {}, [], {}
         state.next_due_s = state.last_scored_s = state.last_observed_s = None
         return self._records(ALERTS_TOPIC, alerts)

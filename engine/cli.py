@@ -28,12 +28,15 @@ def settings_from(args: argparse.Namespace) -> Any:
         "lateness_s": args.lateness,
         "beds": frozenset(args.beds.split(",")) if args.beds else None,
     }
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.alert_on_risk is not None:
+        given["alerts"] = {"on_risk": args.alert_on_risk}
     if args.no_detect:
         given["detect"] = False
     if args.no_future_limit:
         given["future_limit_s"] = None
     try:
-        return EngineSettings(**{k: v for k, v in given.items() if v is not None})
+        return EngineSettings(**given)
     except ValidationError as error:
         details = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:3]
@@ -111,6 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score-every", type=float, help="seconds between scores (default 60)")
     parser.add_argument(
         "--lateness", type=float, help="seconds a minute waits for late values (default 5)"
+    )
+    parser.add_argument(
+        "--alert-on-risk",
+        type=float,
+        help="mortality risk that raises an alert (default: the model's threshold)",
     )
     parser.add_argument("--beds", help="comma-separated beds to monitor (default: any)")
     parser.add_argument(

@@ -16,7 +16,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from bedside.cli import main
 from bedside.engine import metrics
 from bedside.engine.bed import Engine
 from bedside.engine.flow import run_records
@@ -46,15 +45,8 @@ START = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TSFEL + logistic regression model trained on 200 simulated stays (a few seconds)."""
-    root = tmp_path_factory.mktemp("engine-model")
-    assert (
-        main(["data", "simulate", "--stays", "200", "--seed", "3", "--out", str(root / "d")]) == 0
-    )
-    args = ["train", "survival", "--data", str(root / "d"), "--arch", "tsfel-lr"]
-    assert main([*args, "--out", str(root / "m")]) == 0
-    return root / "m"
+def model_dir(engine_model_dir: Path) -> Path:
+    return engine_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("bedside-demo"),
         help="output folder (default ./bedside-demo)",
     )
+    demo.add_argument(
+        "--speed",
+        default="max",
+        metavar="N|max",
+        help="factor of real time (60 = a minute per second) or max (default max)",
+    )
+    demo.add_argument(
+        "--model",
+        type=Path,
+        help="survival model folder (default: a small one trained on first use in OUT/model)",
+    )
+    demo.add_argument(
+        "--wfdb",
+        type=Path,
+        nargs="+",
+        metavar="PATH",
+        help="replay these WFDB records (or folders) instead of simulated beds",
+    )
     demo.set_defaults(handler="bedside.demo:run")
 
     data = commands.add_parser(
@@ -500,6 +518,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_replay.add_argument("--json", type=Path, help="write the figures here")
     bench_replay.set_defaults(handler="bedside.replay.bench:run")
+    bench_engine = bench_commands.add_parser(
+        "engine",
+        help="engine throughput vs raw read-and-decode, real-time latency, state, memory",
+    )
+    bench_engine.add_argument("--bootstrap-servers", help="broker (default: start Tansu)")
+    bench_engine.add_argument(
+        "--model", type=Path, help="survival model (default: train a small one)"
+    )
+    bench_engine.add_argument("--beds", type=int, default=2000, help="beds (default 2000)")
+    bench_engine.add_argument(
+        "--seconds", type=int, default=60, help="seconds of ward for the throughput runs (60)"
+    )
+    bench_engine.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
+    bench_engine.add_argument("--processes", default="1,2", help="engine process counts (1,2)")
+    bench_engine.add_argument(
+        "--realtime-seconds", type=int, default=150, help="length of the real-time run (150)"
+    )
+    bench_engine.add_argument("--seed", type=int, default=2026)
+    bench_engine.add_argument("--json", type=Path, help="write the figures here")
+    bench_engine.set_defaults(handler="bedside.engine.bench:run")
     return parser
 
 

@@ -166,7 +166,7 @@ class Engine:
         return self._score_due(state, final=True)
 
     def _reject(self, item: Accepted, step: str, error: str) -> list[Outgoing]:
-        metrics.MESSAGES.labels(item.topic, "deadlettered").inc()
+        metrics.outcome(item.topic, "deadlettered")
         return [
             dead_letter(
                 Rejected(item.topic, item.partition, item.offset, step, error, item.payload)
@@ -179,7 +179,7 @@ class Engine:
         if settings.beds is not None and item.bed not in settings.beds:
             return self._reject(item, "bed", f"unknown bed {item.bed!r}")
         if isinstance(message, AlertAck):
-            metrics.MESSAGES.labels(item.topic, "processed").inc()
+            metrics.outcome(item.topic, "processed")
             return self._records(ALERTS_TOPIC, acknowledge(state.alerts, message, state.stay_id))
         time_s = seconds(message.start if isinstance(message, WaveformChunk) else message.time)
         if settings.future_limit_s is not None and time_s > time.time() + settings.future_limit_s:
@@ -200,14 +200,14 @@ class Engine:
             )
             tracker = state.streams.setdefault(stream, SeqTracker(settings.dedupe_window))
             if tracker.is_duplicate(message.seq, time_s):
-                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                metrics.outcome(item.topic, "duplicate")
                 return []
         out: list[Outgoing] = []
         if isinstance(message, Admit):
             if message.stay_id in state.closed_stays or (
                 message.stay_id == state.stay_id and state.admitted
             ):
-                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                metrics.outcome(item.topic, "duplicate")
                 return []
             if message.stay_id != state.stay_id:
                 out.extend(self._switch(state, time_s, item, "a new patient was admitted"))
@@ -224,7 +224,7 @@ class Engine:
             }
         elif isinstance(message, Discharge | Death):
             if message.stay_id in state.closed_stays:
-                metrics.MESSAGES.labels(item.topic, "duplicate").inc()
+                metrics.outcome(item.topic, "duplicate")
                 return []
             if message.stay_id != state.stay_id:
                 return self._reject(item, "stay", f"no stay {message.stay_id!r} in this bed")
@@ -250,7 +250,7 @@ class Engine:
                 else time_s
             )
             self._advance(state, end_s, item.sent_s)
-        metrics.MESSAGES.labels(item.topic, "processed").inc()
+        metrics.outcome(item.topic, "processed")
         return out
 
     # --- stays --------------------------------------------------------------------------
@@ -264,8 +264,10 @@ class Engine:
         state.waveforms = {}
         state.window = RollingWindow(self.model.grid, time_s) if self.model is not None else None
         state.detectors = self._detectors() if self.settings.detect else None
-        every = self.settings.score_every_s
-        state.next_due_s = math.floor(time_s / every) * every + every
+        # Scores fall every score_every_s from the admission: beds admitted at different
+        # times are scored at different moments, so the ward's load is spread out, and the
+        # score at 48 h is the window offline tools build for the same stay.
+        state.next_due_s = time_s + self.settings.score_every_s
         state.last_scored_s = None
         state.last_observed_s = None
         state.clock_s = time_s if state.clock_s is None else max(state.clock_s, time_s)

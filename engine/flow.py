@@ -68,7 +68,7 @@ def _is_valid(item: Any) -> bool:
 
 
 def _rejected(item: Any) -> Outgoing:
-    metrics.MESSAGES.labels(item.topic, "deadlettered").inc()
+    metrics.outcome(item.topic, "deadlettered")
     return dead_letter(item)
 
 

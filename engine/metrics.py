@@ -11,7 +11,7 @@ a replay with injected faults is checked against.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import REGISTRY, Counter, Histogram
 
@@ -73,3 +73,14 @@ def totals() -> dict[str, float]:
 def log_totals() -> None:
     """One log line of counts (never a bed, stay or value)."""
     LOG.info(" ".join(f"{name}={value:.0f}" for name, value in totals().items()))
+
+
+def outcome(topic: str, result: str) -> None:
+    """Count one input record's outcome (the label children are cached: this is per record)."""
+    child = _OUTCOMES.get((topic, result))
+    if child is None:
+        child = _OUTCOMES[(topic, result)] = MESSAGES.labels(topic, result)
+    child.inc()
+
+
+_OUTCOMES: dict[tuple[str, str], Any] = {}

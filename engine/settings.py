@@ -5,9 +5,11 @@ policy's as ``BEDSIDE_ENGINE_ALERTS__ON_RISK`` and so on); nothing below the ent
 reads the environment.
 
 Time is event time: a bed's clock is the latest timestamp among its accepted messages.
-The score of minute ``T`` (scores fall on whole multiples of ``score_every_s``) is
-computed once the bed's clock reaches ``T + lateness_s``, from the values timed before
-``T``; a value that arrives after its minute was scored is *late*: it is counted and
+A stay is scored every ``score_every_s`` from its admission (or its first value when no
+admission came); the score at ``T`` is computed once the bed's clock reaches
+``T + lateness_s``, from the values timed before ``T``, so the score 48 h after
+admission is exactly what ``bedside predict`` gives offline for the first 48 h. A value
+that arrives after its minute was scored is *late*: it is counted and
 still enters the window of the following scores. One older than the bed's clock by
 more than ``max_late_s`` is dead-lettered, as is one timed more than
 ``future_limit_s`` after the engine's wall clock (a device with a wrong clock;

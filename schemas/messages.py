@@ -47,6 +47,8 @@ MAX_MESSAGE_BYTES: Final = 1_048_576
 #: Most samples in one waveform chunk (8 s of a 500 Hz signal; replay sends ~1 s).
 MAX_WAVEFORM_SAMPLES: Final = 4_000
 
+_CONCEPT_NAMES: Final = frozenset(load_concepts())
+
 BedId = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
@@ -81,11 +83,10 @@ class Vitals(Message):
     @field_validator("values")
     @classmethod
     def _known_concepts(cls, values: dict[str, float]) -> dict[str, float]:
-        concepts = load_concepts()
-        unknown = sorted(name for name in values if name not in concepts)
-        if unknown:
-            raise ValueError(f"unknown concepts {unknown}")
-        return values
+        if values.keys() <= _CONCEPT_NAMES:  # the hot path: one set comparison
+            return values
+        unknown = sorted(values.keys() - _CONCEPT_NAMES)
+        raise ValueError(f"unknown concepts {unknown}")
 
 
 class WaveformChunk(Message):

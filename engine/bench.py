@@ -1,0 +1,396 @@
+"""``bedside bench engine``: throughput, latency, state and memory of the engine on Kafka.
+
+A ward of ``--beds`` beds sends 8 monitor numerics a second each (one ``icu.vitals.v1``
+message per bed and second). On one broker (Tansu, started for the run, unless
+``--bootstrap-servers``) the bench measures, in the same run:
+
+1. **Raw read-and-decode rate**: ``--seconds`` of the ward are published to
+   ``icu.vitals.v1`` (``--partitions`` partitions), then read back with a librdkafka
+   consumer (the client Bytewax uses) and decoded with the schemas, as fast as one
+   process can: the ceiling for any consumer of the topic.
+2. **Engine throughput**: ``bedside engine`` (1, then 2 processes: ``--processes``)
+   reads the same topic from the start; its Prometheus counters give the rate from its
+   first to its last processed record (start-up excluded). Reported as records/s and
+   as a share of (1). Peak memory (VmHWM) of each process is read from ``/proc``.
+3. **Real time**: the ward is published live (each bed's clock starting at a different
+   second, as admissions do) for ``--realtime-seconds`` while one engine process keeps
+   up; the engine's latency histogram (from the production of the record that completes
+   a bed's minute to that minute's score) gives the p50 and p99 as bucket bounds, and its
+   CPU share is read from ``/proc``.
+4. **Per-bed state**: pickled size of a bed's engine state after an hour of data.
+
+Without ``--model`` a small TSFEL + logistic-regression model is trained on simulated
+stays first (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from bedside.replay.tansu import TansuBroker, free_port
+from bedside.schemas.messages import VITALS_TOPIC, Vitals, decode, encode
+
+SIGNALS: Final = (
+    *("heart_rate", "spo2", "respiratory_rate", "arterial_systolic_bp"),
+    *("arterial_diastolic_bp", "arterial_mean_bp", "temperature", "pulse_rate"),
+)
+BASELINE: Final = np.array([80.0, 97.0, 16.0, 120.0, 60.0, 80.0, 37.0, 80.0])
+SPREAD: Final = np.array([3.0, 1.0, 2.0, 5.0, 3.0, 3.0, 0.1, 3.0])
+GOAL_SHARE: Final = 0.25
+GOAL_P99_S: Final = 1.0
+
+
+def ward_second(rng: np.random.Generator, beds: int, second: int, start: datetime) -> list[bytes]:
+    """One second of the ward: one encoded vitals message per bed."""
+    values = np.round(BASELINE + SPREAD * rng.standard_normal((beds, len(SIGNALS))), 1)
+    moment = start + timedelta(seconds=second)
+    return [
+        encode(
+            Vitals(
+                bed=f"bed-{bed:04d}",
+                stay_id=f"stay-{bed:04d}",
+                time=moment,
+                source="monitor",
+                seq=second,
+                values=dict(zip(SIGNALS, values[bed].tolist(), strict=True)),
+            )
+        )
+        for bed in range(beds)
+    ]
+
+
+def _producer(servers: str) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer(
+        {
+            "bootstrap.servers": servers,
+            "linger.ms": 20,
+            "batch.size": 262144,
+            "compression.type": "gzip",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+
+
+def _send(producer: Any, payloads: list[bytes]) -> None:
+    for payload in payloads:
+        key = payload[8:17]  # "bed-0000" (bytes 8..16 of the JSON): the bed, as the replay keys
+        while True:
+            try:
+                producer.produce(VITALS_TOPIC, value=payload, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+
+
+def create_topics(servers: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from bedside.engine.intake import INPUT_TOPICS
+    from bedside.schemas.messages import (
+        ALERTS_TOPIC,
+        ANOMALIES_TOPIC,
+        DEADLETTER_TOPIC,
+        SCORES_TOPIC,
+    )
+
+    admin = AdminClient({"bootstrap.servers": servers})
+    topics = [*INPUT_TOPICS, SCORES_TOPIC, ALERTS_TOPIC, ANOMALIES_TOPIC, DEADLETTER_TOPIC]
+    futures = admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+    for future in futures.values():
+        try:
+            future.result(timeout=30)
+        except Exception as error:  # an existing topic is fine
+            if "exist" not in str(error).lower():
+                raise
+
+
+def raw_read_and_decode(servers: str, expected: int, partitions: int) -> float:
+    """Records/s of one librdkafka consumer reading and decoding the whole topic."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": "bedside-bench-raw",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+        }
+    )
+    consumer.assign([TopicPartition(VITALS_TOPIC, p, OFFSET_BEGINNING) for p in range(partitions)])
+    count, started = 0, None
+    deadline = time.monotonic() + 600
+    while count < expected and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 0.5):
+            if message.error() is not None:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            decode(VITALS_TOPIC, message.value())
+            count += 1
+    consumer.close()
+    if started is None or count < expected:
+        raise RuntimeError(f"read back {count} of {expected} records")
+    return count / (time.perf_counter() - started)
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return -1.0
+    total = 0.0
+    for line in text.decode().splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _histogram(port: int, name: str) -> list[tuple[float, float]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
+            )
+    return buckets
+
+
+def _quantile_bound(buckets: list[tuple[float, float]], q: float) -> float:
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, cumulative in buckets:
+        if total and cumulative >= q * total:
+            return bound
+    return float("nan")
+
+
+def _proc(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1]) / 1024  # MiB
+    return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _engine(servers: str, model: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    command = [str(Path(sys.executable).with_name("bedside")), "engine", "--model", str(model)]
+    return subprocess.Popen(
+        [
+            *command,
+            "--bootstrap-servers",
+            servers,
+            "--no-future-limit",
+            "--metrics-port",
+            str(port),
+            "--log-every",
+            "3600",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def engine_throughput(servers: str, model: Path, expected: int, processes: int) -> dict[str, Any]:
+    ports = [free_port() for _ in range(processes)]
+    extra: list[str] = []
+    if processes > 1:
+        addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        engines = [
+            _engine(servers, model, ports[i], ["-i", str(i), "-a", addresses])
+            for i in range(processes)
+        ]
+    else:
+        engines = [_engine(servers, model, ports[0], extra)]
+    first_t = first_n = None
+    done_t = None
+    deadline = time.monotonic() + 1800
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if any(e.poll() is not None for e in engines):
+                error = b"".join(e.stderr.read() for e in engines if e.stderr)
+                raise RuntimeError(f"engine exited: {error.decode()[-1500:]}")
+            counts = [_metric(p, "bedside_engine_messages_total") for p in ports]
+            processed = sum(max(0.0, c) for c in counts)
+            if processed > 0 and first_t is None:
+                first_t, first_n = time.perf_counter(), processed
+            if processed >= expected:
+                done_t = time.perf_counter()
+                break
+        memory = [_proc(e.pid, "VmHWM") for e in engines]
+    finally:
+        for engine in engines:
+            engine.send_signal(signal.SIGTERM)
+        for engine in engines:
+            try:
+                engine.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+    if done_t is None or first_t is None or first_n is None:
+        raise RuntimeError("the engine did not process every record in time")
+    return {
+        "processes": processes,
+        "records_per_s": (expected - first_n) / max(done_t - first_t, 1e-9),
+        "peak_memory_mib": memory,
+    }
+
+
+def realtime(servers: str, model: Path, beds: int, seconds: float, seed: int) -> dict[str, Any]:
+    port = free_port()
+    engine = _engine(servers, model, port, ["--from-end"])
+    time.sleep(8.0)  # start-up (imports, model) before the ward goes live
+    rng = np.random.default_rng(seed)
+    producer = _producer(servers)
+    start = datetime.now(UTC).replace(microsecond=0)
+    cpu_start = _cpu_s(engine.pid)
+    wall_start = time.perf_counter()
+    second = 0
+    try:
+        while second < seconds:
+            due = wall_start + second
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            payloads = ward_second(rng, beds, second, start)
+            # Bed b's stay starts at second b % 60, so minutes are spread as admissions are.
+            live = [p for b, p in enumerate(payloads) if second >= b % 60]
+            _send(producer, live)
+            second += 1
+        producer.flush(30)
+        time.sleep(3.0)
+        cpu = (_cpu_s(engine.pid) - cpu_start) / (time.perf_counter() - wall_start)
+        buckets = _histogram(port, "bedside_engine_score_latency_seconds")
+        scores = _metric(port, "bedside_engine_scores_total")
+        memory = _proc(engine.pid, "VmHWM")
+    finally:
+        engine.send_signal(signal.SIGTERM)
+        engine.wait(timeout=20)
+    return {
+        "beds": beds,
+        "seconds": seconds,
+        "scores": scores,
+        "latency_p50_s_at_most": _quantile_bound(buckets, 0.5),
+        "latency_p99_s_at_most": _quantile_bound(buckets, 0.99),
+        "cpu_share_of_one_core": cpu,
+        "peak_memory_mib": memory,
+    }
+
+
+def bed_state_bytes(model: Path) -> int:
+    """Pickled size of one bed's engine state after an hour at 1 Hz."""
+    from bedside.engine.bed import Engine
+    from bedside.engine.intake import Accepted
+    from bedside.engine.settings import EngineSettings
+
+    engine = Engine(EngineSettings(model_dir=model, future_limit_s=None))
+    state = engine.new_bed("bed-0000")
+    rng = np.random.default_rng(1)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for second in range(3600):
+        payload = ward_second(rng, 1, second, start)[0]
+        message = decode(VITALS_TOPIC, payload)
+        engine.process(
+            state, [Accepted("bed-0000", VITALS_TOPIC, message, 0, second, 0.0, payload)]
+        )
+    return len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _small_model(directory: Path) -> Path:
+    from bedside.cli import main
+
+    data, model = directory / "sim", directory / "model"
+    main(["data", "simulate", "--stays", "300", "--seed", "1", "--out", str(data)])
+    main(["train", "survival", "--data", str(data), "--arch", "tsfel-lr", "--out", str(model)])
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    processes = [int(p) for p in args.processes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bedside-bench-engine-") as scratch:
+        model = args.model or _small_model(Path(scratch))
+        broker = None
+        servers = args.bootstrap_servers
+        if servers is None:
+            broker = TansuBroker.start()
+            servers = broker.bootstrap_servers
+        try:
+            create_topics(servers, args.partitions)
+            expected = args.beds * args.seconds
+            print(f"publishing {expected:,} records ({args.beds} beds x {args.seconds} s) ...")
+            producer = _producer(servers)
+            rng = np.random.default_rng(args.seed)
+            start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=args.seconds)
+            for second in range(args.seconds):
+                _send(producer, ward_second(rng, args.beds, second, start))
+            producer.flush(120)
+            raw = raw_read_and_decode(servers, expected, args.partitions)
+            print(f"raw read-and-decode: {raw:,.0f} records/s")
+            runs = []
+            for count in processes:
+                result = engine_throughput(servers, model, expected, count)
+                result["share_of_raw"] = result["records_per_s"] / raw
+                print(
+                    f"engine, {count} process(es): {result['records_per_s']:,.0f} records/s "
+                    f"({result['share_of_raw']:.1%} of raw; goal {GOAL_SHARE:.0%}), "
+                    f"peak memory {', '.join(f'{m:.0f}' for m in result['peak_memory_mib'])} MiB"
+                )
+                runs.append(result)
+            live = None
+            if args.realtime_seconds > 0:
+                live = realtime(servers, model, args.beds, args.realtime_seconds, args.seed + 1)
+                print(
+                    f"real time, {args.beds} beds for {args.realtime_seconds} s: "
+                    f"{live['scores']:.0f} scores, "
+                    f"latency p50 <= {live['latency_p50_s_at_most']} s, "
+                    f"p99 <= {live['latency_p99_s_at_most']} s (goal {GOAL_P99_S} s), "
+                    f"CPU {live['cpu_share_of_one_core']:.0%} of a core, "
+                    f"peak memory {live['peak_memory_mib']:.0f} MiB"
+                )
+            state = bed_state_bytes(model)
+            print(f"per-bed state after an hour at 1 Hz: {state / 1024:.1f} KB pickled")
+        finally:
+            if broker is not None:
+                broker.stop()
+    figures = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average": os.getloadavg(),
+        },
+        "beds": args.beds,
+        "signals": len(SIGNALS),
+        "seconds": args.seconds,
+        "partitions": args.partitions,
+        "raw_read_and_decode_per_s": raw,
+        "engine": runs,
+        "realtime": live,
+        "bed_state_bytes": state,
+    }
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0

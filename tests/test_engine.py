@@ -101,8 +101,7 @@ def test_a_simulated_ward_is_scored_every_minute_and_every_record_is_accounted_f
 
 
 def minutes(bed: str, stay: str, admitted: datetime, until: datetime) -> set:
-    first = admitted.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    out, moment = set(), first
+    out, moment = set(), admitted + timedelta(minutes=1)
     while moment <= until:
         out.add((bed, stay, moment))
         moment += timedelta(minutes=1)

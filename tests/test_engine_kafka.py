@@ -243,6 +243,9 @@ def test_a_faulty_replay_through_kafka_is_fully_accounted_for(
     assert topics[DEADLETTER_TOPIC] == outcomes["deadlettered"]
     assert topics[SCORES_TOPIC] > 100 and topics[ANOMALIES_TOPIC] > 0
     assert "Traceback" not in log
+    # The engine's log names no bed, stay or value.
+    assert "engine starting" in log and "processed=" in log
+    assert "bed-0" not in log and "stay" not in log.replace("stay(s)", "")
 
 
 def test_a_replayed_real_wfdb_record_is_scored(kafka_broker: str, engine_model_dir: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from bedside.engine import metrics
 from bedside.engine.alerts import AlertState, acknowledge, close_all, evaluate
 from bedside.engine.intake import Accepted, Outgoing, Rejected, dead_letter
-from bedside.engine.settings import EngineSettings
+from bedside.engine.settings import EngineError, EngineSettings
 from bedside.engine.waveforms import SignalBuffer, add_chunk, derive
 from bedside.schemas.messages import (
     ALERTS_TOPIC,
@@ -49,6 +49,12 @@ from bedside.schemas.messages import (
     encode,
 )
 from bedside.training.windows import RollingWindow
+
+
+def _load_model(directory: Path) -> Any:
+    from bedside.training.survival.model import SurvivalModel
+
+    return SurvivalModel.load(directory)
 
 
 def seconds(moment: datetime) -> float:
@@ -121,28 +127,66 @@ class Engine:
 
     def __init__(self, settings: EngineSettings, model: Any = None) -> None:
         self.settings = settings
-        self.model = model
-        if model is None and settings.model_dir is not None:
-            from bedside.training.survival.model import SurvivalModel
-
-            self.model = SurvivalModel.load(settings.model_dir)
+        self.registry: Any = None
+        self.version: str | None = None
+        self.model: Any = None
         self.reference = None
+        model_dir = settings.model_dir
+        if model is None and model_dir is not None:
+            from bedside.training.registry import ModelRegistry, is_registry
+
+            if is_registry(model_dir):
+                self.registry = ModelRegistry(model_dir)
+                self.version = self.registry.current_name()
+                current = self.registry.current()
+                if current is None:
+                    raise EngineError(f"{model_dir}: the registry has no promoted model yet")
+                model_dir = current
+            model = _load_model(model_dir)
         detectors_dir = settings.detectors_dir or settings.model_dir
         if settings.detect and detectors_dir is not None:
             from bedside.training.detectors.bed import population_reference
 
             self.reference = population_reference(Path(detectors_dir))
-        if self.model is not None:
-            info = self.model.info
-            fingerprint = info.get("training_data", {}).get("stay_ids_sha256", "")[:8]
-            self.model_id = f"{self.model.arch}-{fingerprint}" if fingerprint else self.model.arch
-            self.model_version = f"{info.get('bedside_version', '?')}+{info.get('created', '?')}"
-            grid = self.model.grid
-            self.max_catch_up = settings.max_catch_up or int(
-                grid.minutes * 60 // settings.score_every_s
+        self.max_catch_up = settings.max_catch_up or 2880
+        if model is not None:
+            self._use(model)
+
+    def _use(self, model: Any) -> None:
+        """Serve ``model`` from now on (the per-bed state does not depend on it)."""
+        info = model.info
+        fingerprint = info.get("training_data", {}).get("stay_ids_sha256", "")[:8]
+        self.model_id = f"{model.arch}-{fingerprint}" if fingerprint else model.arch
+        self.model_version = self.version or (
+            f"{info.get('bedside_version', '?')}+{info.get('created', '?')}"
+        )
+        self.max_catch_up = self.settings.max_catch_up or int(
+            model.grid.minutes * 60 // self.settings.score_every_s
+        )
+        self.model = model
+
+    def reload(self) -> str | None:
+        """Switch to the registry's current model if it changed; what happened, if anything.
+
+        The beds keep their state: windows, detectors, alerts. A model on another grid
+        cannot read the windows kept so far, so it is not taken until a restart.
+        """
+        if self.registry is None:
+            return None
+        name = self.registry.current_name()
+        if name is None or name == self.version:
+            return None
+        current = self.registry.current()
+        assert current is not None
+        model = _load_model(current)
+        if self.model is not None and model.grid != self.model.grid:
+            return (
+                f"model {name} uses another window grid than the one served; "
+                "restart the engine to serve it"
             )
-        else:
-            self.max_catch_up = settings.max_catch_up or 2880
+        previous, self.version = self.version, name
+        self._use(model)
+        return f"serving model {name} (was {previous})"
 
     # --- the per-bed step -------------------------------------------------------------
 

@@ -8,18 +8,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from bedside.errors import BedsideError
-
-
-class EngineError(BedsideError, RuntimeError):
-    """The engine cannot start as configured."""
-
 
 def settings_from(args: argparse.Namespace) -> Any:
     """EngineSettings from ``BEDSIDE_ENGINE_*`` with the command line on top."""
     from pydantic import ValidationError
 
-    from bedside.engine.settings import EngineSettings
+    from bedside.engine.settings import EngineError, EngineSettings
 
     given: dict[str, Any] = {
         "model_dir": args.model,
@@ -50,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from bedside.engine import metrics
     from bedside.engine.bed import Engine
     from bedside.engine.flow import epoch, kafka_flow, recovery_config
+    from bedside.engine.settings import EngineError
     from bedside.settings import load_kafka_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -73,7 +68,18 @@ def run(args: argparse.Namespace) -> int:
         while not stop.wait(args.log_every):
             metrics.log_totals()
 
+    def reload() -> None:
+        while not stop.wait(args.reload_every):
+            try:
+                news = engine.reload()
+            except Exception as error:  # a broken new version must not stop the engine
+                news = f"could not load the registry's current model: {error}"
+            if news:
+                metrics.LOG.warning(news)
+
     threading.Thread(target=report, daemon=True).start()
+    if engine.registry is not None:
+        threading.Thread(target=reload, daemon=True).start()
     recovery = None
     if args.recovery:
         recovery = recovery_config(args.recovery, args.recovery_partitions)
@@ -100,7 +106,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="survival model folder (bedside train survival)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="survival model folder (bedside train survival), or a model registry "
+        "(bedside retrain): its current model is served and a newly promoted one is "
+        "picked up while running",
+    )
+    parser.add_argument(
+        "--reload-every",
+        type=float,
+        default=30.0,
+        help="seconds between checks of the registry for a promoted model (30)",
+    )
     parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",

@@ -33,7 +33,13 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bedside.errors import BedsideError
+
 ENV_PREFIX = "BEDSIDE_ENGINE_"
+
+
+class EngineError(BedsideError, RuntimeError):
+    """The engine cannot start as configured."""
 
 
 class AlertPolicy(BaseModel):

@@ -19,6 +19,7 @@ MODULES = [
     "bedside.replay.simulator",
     "bedside.engine.settings",
     "bedside.engine.alerts",
+    "bedside.training.registry",
 ]
 
 

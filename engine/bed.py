@@ -106,8 +106,10 @@ class BedState:
     #: The stay's admission message arrived (else the stay began with its first value).
     admitted: bool = False
     statics: dict[str, Any] = field(default_factory=dict)
-    #: Stays of this bed already closed (discharge/death), to spot repeated events.
+    #: Stays of this bed already closed (discharge, death, or the next stay began).
     closed_stays: list[str] = field(default_factory=list)
+    #: Recent (event, stay) patient events, to drop repeated ones.
+    patient_events: list[tuple[str, str]] = field(default_factory=list)
     window: RollingWindow | None = None
     pending: list[tuple[float, str, float]] = field(default_factory=list)
     detectors: Any = None
@@ -149,6 +151,7 @@ class Engine:
 
             self.reference = population_reference(Path(detectors_dir))
         self.max_catch_up = settings.max_catch_up or 2880
+        self.max_late_s = settings.max_late_s or 48 * 3600.0
         if model is not None:
             self._use(model)
 
@@ -163,6 +166,7 @@ class Engine:
         self.max_catch_up = self.settings.max_catch_up or int(
             model.grid.minutes * 60 // self.settings.score_every_s
         )
+        self.max_late_s = self.settings.max_late_s or model.grid.minutes * 60.0
         self.model = model
 
     def reload(self) -> str | None:
@@ -234,70 +238,78 @@ class Engine:
             return self._reject(
                 item, "clock", f"timed {time_s - time.time():.0f} s in the future (clock skew?)"
             )
-        if state.clock_s is not None and time_s < state.clock_s - settings.max_late_s:
+        if isinstance(message, Admit | Discharge | Death):
+            return self._patient_event(state, item, time_s)
+        stream = (
+            f"vitals:{message.source}"
+            if isinstance(message, Vitals)
+            else f"waveform:{message.signal}"
+        )
+        tracker = state.streams.setdefault(stream, SeqTracker(settings.dedupe_window))
+        if tracker.is_duplicate(message.seq, time_s):
+            metrics.outcome(item.topic, "duplicate")
+            return []
+        if message.stay_id is not None and message.stay_id in state.closed_stays:
+            # Its stay has left the bed (read after its discharge, another topic being
+            # ahead): valid, but its scores are final. Counted, not dead-lettered.
+            metrics.LATE.inc()
+            metrics.outcome(item.topic, "processed")
+            return []
+        max_late = self.max_late_s
+        if state.clock_s is not None and time_s < state.clock_s - max_late:
             return self._reject(
-                item,
-                "clock",
-                f"{state.clock_s - time_s:.0f} s late, beyond max_late_s={settings.max_late_s:g}",
+                item, "clock", f"{state.clock_s - time_s:.0f} s late, older than {max_late:g} s"
             )
-        if isinstance(message, Vitals | WaveformChunk):
-            stream = (
-                f"vitals:{message.source}"
-                if isinstance(message, Vitals)
-                else f"waveform:{message.signal}"
-            )
-            tracker = state.streams.setdefault(stream, SeqTracker(settings.dedupe_window))
-            if tracker.is_duplicate(message.seq, time_s):
-                metrics.outcome(item.topic, "duplicate")
-                return []
+        out: list[Outgoing] = []
+        if message.stay_id is not None and message.stay_id != state.stay_id:
+            out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
+            self._open(state, message.stay_id, time_s)
+        elif state.admit_s is None:
+            self._open(state, message.stay_id, time_s)
+        if isinstance(message, Vitals):
+            out.extend(self._observe(state, time_s, dict(message.values)))
+            self._advance(state, time_s, item.sent_s)
+        else:
+            out.extend(self._waveform(state, message, time_s))
+            self._advance(state, time_s + len(message.samples) / message.fs, item.sent_s)
+        metrics.outcome(item.topic, "processed")
+        return out
+
+    def _patient_event(self, state: BedState, item: Accepted, time_s: float) -> list[Outgoing]:
+        """Admissions, discharges and deaths, applied whatever the bed's clock says.
+
+        They may be read before or after the values of their stay (another topic, read
+        at another pace after a backlog): an admission for the stay already running
+        brings its covariates; one for a stay that has left, or a discharge of a stay
+        the next one already replaced, changes nothing but is a valid record.
+        """
+        message = item.message
+        event = (message.event, message.stay_id)
+        if event in state.patient_events:
+            metrics.outcome(item.topic, "duplicate")
+            return []
         out: list[Outgoing] = []
         if isinstance(message, Admit):
-            if message.stay_id in state.closed_stays or (
-                message.stay_id == state.stay_id and state.admitted
-            ):
-                metrics.outcome(item.topic, "duplicate")
-                return []
-            if message.stay_id != state.stay_id:
+            if message.stay_id != state.stay_id and message.stay_id not in state.closed_stays:
                 out.extend(self._switch(state, time_s, item, "a new patient was admitted"))
                 self._open(state, message.stay_id, time_s)
-            # else: the stay's values came first (another topic); its window stays anchored
-            # at its first value, and the admission brings the covariates.
-            state.admitted = True
-            state.statics = {
-                "age": message.age,
-                "sex": message.sex,
-                "height_cm": message.height_cm,
-                "weight_kg": message.weight_kg,
-                "icu_type": message.icu_type,
-            }
-        elif isinstance(message, Discharge | Death):
-            if message.stay_id in state.closed_stays:
-                metrics.outcome(item.topic, "duplicate")
-                return []
-            if message.stay_id != state.stay_id:
-                return self._reject(item, "stay", f"no stay {message.stay_id!r} in this bed")
+            if message.stay_id == state.stay_id:
+                state.admitted = True
+                state.statics = {
+                    "age": message.age,
+                    "sex": message.sex,
+                    "height_cm": message.height_cm,
+                    "weight_kg": message.weight_kg,
+                    "icu_type": message.icu_type,
+                }
+        elif message.stay_id == state.stay_id:
             self._advance(state, time_s, item.sent_s)
             out.extend(self._score_due(state, final=True))
             what = "died" if isinstance(message, Death) else "was discharged"
             out.extend(self._close(state, time_s, f"the patient {what}"))
-        else:
-            if message.stay_id is not None and message.stay_id != state.stay_id:
-                if message.stay_id in state.closed_stays:
-                    return self._reject(item, "stay", f"stay {message.stay_id!r} has left")
-                out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
-                self._open(state, message.stay_id, time_s)
-            elif state.admit_s is None:
-                self._open(state, message.stay_id, time_s)
-            if isinstance(message, Vitals):
-                out.extend(self._observe(state, time_s, dict(message.values)))
-            else:
-                out.extend(self._waveform(state, message, time_s))
-            end_s = (
-                time_s + len(message.samples) / message.fs
-                if isinstance(message, WaveformChunk)
-                else time_s
-            )
-            self._advance(state, end_s, item.sent_s)
+        elif message.stay_id not in state.closed_stays:
+            return self._reject(item, "stay", f"no stay {message.stay_id!r} in this bed")
+        state.patient_events = [*state.patient_events[-31:], event]
         metrics.outcome(item.topic, "processed")
         return out
 
@@ -334,7 +346,7 @@ class Engine:
             return []
         alerts = close_all(state.alerts, state.bed, state.stay_id, moment(time_s), reason)
         if state.stay_id is not None:
-            state.closed_stays = [*state.closed_stays[-7:], state.stay_id]
+            state.closed_stays = [*state.closed_stays[-31:], state.stay_id]
         state.stay_id = state.admit_s = state.window = state.detectors = None
         state.admitted = False
         state.statics, state.pending, state.waveforms = {}, [], {}

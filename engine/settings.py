@@ -11,9 +11,12 @@ admission came); the score at ``T`` is computed once the bed's clock reaches
 admission is exactly what ``bedside predict`` gives offline for the first 48 h. A value
 that arrives after its minute was scored is *late*: it is counted and
 still enters the window of the following scores. One older than the bed's clock by
-more than ``max_late_s`` is dead-lettered, as is one timed more than
+more than ``max_late_s`` (default: the model's window) is dead-lettered, as is one timed
+more than
 ``future_limit_s`` after the engine's wall clock (a device with a wrong clock;
-``None`` turns this off, for accelerated replays of archived data).
+``None`` turns this off, for accelerated replays of archived data). Admissions,
+discharges and deaths are applied whenever they are read: after a backlog one topic
+may be read ahead of another.
 
 >>> settings = EngineSettings(lateness_s=10)
 >>> settings.alerts.persistence, settings.score_every_s
@@ -96,7 +99,9 @@ class EngineSettings(BaseSettings):
     detect: bool = True
     score_every_s: Annotated[float, Field(gt=0.0)] = 60.0
     lateness_s: Annotated[float, Field(ge=0.0)] = 5.0
-    max_late_s: Annotated[float, Field(gt=0.0)] = 3600.0
+    #: Values older than the bed's clock by more than this are dead-lettered; default
+    #: the model's window (older values cannot enter any window).
+    max_late_s: Annotated[float, Field(gt=0.0)] | None = None
     future_limit_s: Annotated[float, Field(gt=0.0)] | None = 300.0
     #: Most missed minutes a bed catches up at once after a silence (older ones skipped
     #: and counted); default one window.

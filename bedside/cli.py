@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bedside import __version__
 from bedside.errors import BedsideError
+from bedside.ward import DEFAULT_AUDIT_DB
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -352,6 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--out", type=Path, required=True, help="output folder")
     detect.set_defaults(handler="bedside.training.detectors.cli:detect")
 
+    retrain = commands.add_parser(
+        "retrain",
+        help="train on new data, challenge the current model, promote if not worse",
+        description="Extract (--data folders or --omop URL), hold out a share of the "
+        "stays, train a candidate, compare it with the registry's current model on the "
+        "held-out stays, and promote it only if it is not worse on discrimination (AUROC) "
+        "and calibration (ECE). An engine serving the registry picks the new model up.",
+    )
+    retrain.add_argument("--registry", type=Path, required=True, help="model registry folder")
+    retrain.add_argument("--data", type=Path, action="append", help="canonical data folder")
+    retrain.add_argument("--omop", metavar="URL", help="extract from an OMOP CDM database")
+    retrain.add_argument("--schema", help="OMOP CDM schema")
+    retrain.add_argument(
+        "--arch",
+        default="tsfel-lr",
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"],
+        help="candidate architecture (default tsfel-lr)",
+    )
+    retrain.add_argument("--holdout", type=float, default=0.2, help="share of stays held out (0.2)")
+    retrain.add_argument("--max-minutes", type=float, default=10.0, help="training budget")
+    retrain.add_argument("--auroc-tolerance", type=float, default=0.005)
+    retrain.add_argument("--ece-tolerance", type=float, default=0.005)
+    retrain.add_argument(
+        "--min-auroc", type=float, default=0.6, help="for the first model of a registry"
+    )
+    retrain.add_argument("--seed", type=int, default=2026)
+    retrain.add_argument("--json", type=Path, help="write the comparison here")
+    retrain.set_defaults(handler="bedside.training.retrain:run")
+
     from bedside.engine.cli import add_arguments as add_engine_arguments
 
     engine = commands.add_parser(
@@ -410,6 +440,86 @@ def build_parser() -> argparse.ArgumentParser:
     for source in (replay_wfdb, replay_events, replay_simulate):
         _add_replay_options(source)
         source.set_defaults(handler="bedside.replay.cli:run")
+
+    watch = commands.add_parser(
+        "watch",
+        help="print alerts in a terminal (filters by priority and bed) and acknowledge them",
+        description="Print icu.alerts.v1 records as they arrive, one line each. With --by, "
+        "type the number shown (or an alert id), optionally followed by a note, to "
+        "acknowledge an alert. `bedside watch ack ALERT_ID --by NAME` acknowledges one.",
+    )
+    watch.add_argument(
+        "--priority", metavar="LIST", help="only these priorities, e.g. high,medium (default all)"
+    )
+    watch.add_argument("--bed", metavar="LIST", help="only these beds, comma-separated")
+    watch.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start with the alerts already on the topic (default: new ones only)",
+    )
+    watch.add_argument(
+        "--by", metavar="NAME", help="acknowledge from the keyboard, as NAME (your name or role)"
+    )
+    watch.add_argument(
+        "--count", type=int, metavar="N", help="exit after printing N alerts (default never)"
+    )
+    watch.add_argument("--no-colour", action="store_true", help="no colours, even on a terminal")
+    watch.set_defaults(handler="bedside.ward.watch:run")
+    watch_commands = watch.add_subparsers(dest="watch_command", metavar="ACTION")
+    watch_ack = watch_commands.add_parser(
+        "ack",
+        help="acknowledge one alert (publishes to icu.alerts.ack.v1) and exit",
+        description="Publish an acknowledgement of ALERT_ID to icu.alerts.ack.v1; the engine "
+        "answers with the alert's acknowledged record. The alert's bed comes from --bed, "
+        "else the audit database, else the alert topic.",
+    )
+    watch_ack.add_argument("alert_id", metavar="ALERT_ID")
+    watch_ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges")
+    watch_ack.add_argument("--note", default="", help="a short note (at most 500 characters)")
+    watch_ack.add_argument("--bed", metavar="BED", help="the alert's bed (skips looking it up)")
+    watch_ack.set_defaults(handler="bedside.ward.watch:ack")
+
+    ward = commands.add_parser(
+        "ward",
+        help="serve the live ward page: beds, vitals, risk trends, alerts with acknowledge",
+        description="A web page of the ward, updated live from Kafka: vitals sparklines, risk "
+        "per horizon, anomalies and data quality per bed, and the alert list with an "
+        "Acknowledge button (publishes to icu.alerts.ack.v1). Listens on 127.0.0.1 only "
+        "unless --host says otherwise.",
+    )
+    ward.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    ward.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 = any)")
+    ward.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="read the topics from their beginning (default: from now on)",
+    )
+    ward.set_defaults(handler="bedside.ward.web:run")
+    for consumer in (watch, watch_ack, ward):
+        consumer.add_argument(
+            "--bootstrap-servers",
+            metavar="HOST:PORT",
+            help="Kafka brokers, comma-separated (overrides BEDSIDE_KAFKA_BOOTSTRAP_SERVERS; "
+            "TLS/SASL come from BEDSIDE_KAFKA_* variables)",
+        )
+        consumer.add_argument(
+            "--audit-db",
+            nargs="?",
+            const=DEFAULT_AUDIT_DB,
+            metavar="URL|FILE",
+            help="record alerts and acknowledgements in this database: a SQLAlchemy URL "
+            "(postgresql://...) or a SQLite file (alone: ./bedside-audit.db); default "
+            "BEDSIDE_AUDIT_DB, else none",
+        )
+        consumer.add_argument(
+            "--connect-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="give up when no broker answers within this time (default 10)",
+        )
 
     schemas = commands.add_parser("schemas", help="message schemas for consumers outside Python")
     schemas_commands = schemas.add_subparsers(
@@ -538,6 +648,48 @@ def build_parser() -> argparse.ArgumentParser:
     bench_engine.add_argument("--seed", type=int, default=2026)
     bench_engine.add_argument("--json", type=Path, help="write the figures here")
     bench_engine.set_defaults(handler="bedside.engine.bench:run")
+    bench_soak = bench_commands.add_parser(
+        "soak",
+        help="a simulated ward for many accelerated hours through broker and engine: "
+        "throughput, memory over time, exact accounting, every bed-minute scored",
+    )
+    bench_soak.add_argument("--bootstrap-servers", help="broker (default: start Tansu)")
+    bench_soak.add_argument("--model", type=Path, help="survival model (default: a small one)")
+    bench_soak.add_argument("--beds", type=int, default=200, help="beds (default 200)")
+    bench_soak.add_argument("--hours", type=float, default=24.0, help="ward hours (default 24)")
+    bench_soak.add_argument(
+        "--monitor-hz", type=float, default=1 / 60, help="monitor numerics rate (1/60 Hz)"
+    )
+    bench_soak.add_argument(
+        "--los-scale", type=float, default=0.2, help="stay length scale (0.2: turnover)"
+    )
+    bench_soak.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
+    bench_soak.add_argument(
+        "--faults", action="store_true", help="inject duplicates, reordering, corruption"
+    )
+    bench_soak.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for the engine (3600)"
+    )
+    bench_soak.add_argument("--seed", type=int, default=2026)
+    bench_soak.add_argument("--json", type=Path, help="write the figures here")
+    bench_soak.set_defaults(handler="bedside.engine.soak:run")
+    bench_chaos = bench_commands.add_parser(
+        "chaos",
+        help="SIGKILLs, a broker outage, a replay restart and a stall during a live "
+        "replay; then check that no bed-minute is lost and no alert raised twice",
+    )
+    bench_chaos.add_argument("--model", type=Path, help="survival model (default: a small one)")
+    bench_chaos.add_argument("--beds", type=int, default=20, help="beds (default 20)")
+    bench_chaos.add_argument("--hours", type=float, default=12.0, help="ward hours (12)")
+    bench_chaos.add_argument(
+        "--speed", type=float, default=360.0, help="replay speed (360: 2 minutes of replay)"
+    )
+    bench_chaos.add_argument("--kills", type=int, default=10, help="engine SIGKILLs (10)")
+    bench_chaos.add_argument("--outage", type=float, default=5.0, help="broker cut, seconds")
+    bench_chaos.add_argument("--stall", type=float, default=5.0, help="engine stall, seconds")
+    bench_chaos.add_argument("--seed", type=int, default=2026)
+    bench_chaos.add_argument("--json", type=Path, help="write the result here")
+    bench_chaos.set_defaults(handler="bedside.engine.chaos:run")
     return parser
 
 

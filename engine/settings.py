@@ -109,7 +109,7 @@ class EngineSettings(BaseSettings):
     #: Only these beds are monitored (others dead-lettered); None = any valid bed id.
     beds: frozenset[str] | None = None
     #: Sequence numbers remembered per bed and stream to drop duplicates.
-    dedupe_window: Annotated[int, Field(ge=16)] = 1024
+    dedupe_window: Annotated[int, Field(ge=16)] = 256
     #: Seconds of waveform analysed for each derived numeric (and how often).
     waveform_window_s: Annotated[float, Field(ge=2.0, le=30.0)] = 10.0
     alerts: AlertPolicy = AlertPolicy()

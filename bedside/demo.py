@@ -9,12 +9,18 @@ a summary at the end; every record in and out is written as JSON lines to ``--ou
 
 The survival model is ``--model`` or, by default, a small TSFEL + logistic-regression
 model trained on first use on simulated stays (a few seconds) and kept in
-``OUT/model``.
+``OUT/model``. Every alert record and acknowledgement is kept in the audit database
+``OUT/audit.db`` (SQLite). With ``--web``, the live ward page (``bedside ward``'s page,
+fed in process) is served at http://127.0.0.1:8050/ during the run, and its Acknowledge
+buttons reach the engine; the page stays up after the replay until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bedside.schemas.messages import (
+    ALERT_ACKS_TOPIC,
     ALERTS_TOPIC,
     ANOMALIES_TOPIC,
     DEADLETTER_TOPIC,
@@ -32,12 +39,16 @@ from bedside.schemas.messages import (
     VITALS_TOPIC,
     WAVEFORM_TOPIC,
     Admit,
+    AlertAck,
     Death,
     Discharge,
     Vitals,
     decode,
     encode,
 )
+
+#: Exit status after Ctrl-C during the replay, as a shell reports SIGINT.
+INTERRUPTED = 130
 
 #: The columns of the ward view: (heading, concepts in order of preference).
 VIEW = (
@@ -118,13 +129,24 @@ def run(args: argparse.Namespace) -> int:
     from bedside.engine.flow import run_records
     from bedside.engine.intake import Incoming, Outgoing
     from bedside.engine.settings import EngineSettings
+    from bedside.ward.audit import AuditStore
+    from bedside.ward.feed import WardFeed
 
     torch.set_num_threads(1)
-    engine = Engine(EngineSettings(model_dir=model_dir, future_limit_s=None))
+    policy = {} if args.alert_on_risk is None else {"on_risk": args.alert_on_risk}
+    engine = Engine(EngineSettings(model_dir=model_dir, future_limit_s=None, alerts=policy))
+    acks: queue.SimpleQueue[AlertAck] = queue.SimpleQueue()
+    feed = WardFeed(acknowledge=acks.put, audit=AuditStore(str(out / "audit.db")))
+    server = None
+    if args.web is not None:
+        from bedside.ward.web import WardServer
+
+        server = WardServer(feed, port=args.web).start()
+        print(f"bedside demo: ward page at {server.url}")
     topics = (VITALS_TOPIC, WAVEFORM_TOPIC, PATIENT_TOPIC, SCORES_TOPIC, ANOMALIES_TOPIC)
     files: dict[str, IO[bytes]] = {
         topic: (out / f"{topic}.jsonl").open("wb")
-        for topic in (*topics, ALERTS_TOPIC, DEADLETTER_TOPIC)
+        for topic in (*topics, ALERTS_TOPIC, ALERT_ACKS_TOPIC, DEADLETTER_TOPIC)
     }
     beds: dict[str, BedView] = {}
     tally = Tally()
@@ -136,18 +158,31 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
 
+    def pending_acks() -> Iterator[Incoming]:
+        while not acks.empty():
+            ack = acks.get()
+            payload = encode(ack)
+            files[ALERT_ACKS_TOPIC].write(payload + b"\n")
+            tally.inputs[ALERT_ACKS_TOPIC] += 1
+            yield Incoming(ALERT_ACKS_TOPIC, payload, ack.bed.encode())
+
     def records() -> Iterator[Incoming]:
         wall_start = time.perf_counter()
         for elapsed, message in _ward_messages(args):
+            yield from pending_acks()
             if speed is not None:
                 delay = wall_start + elapsed / speed - time.perf_counter()
                 if delay > 0:
-                    time.sleep(delay)
+                    stop.wait(delay)
+            if stop.is_set():
+                return
             topic = _topic(message)
             payload = encode(message)
             files[topic].write(payload + b"\n")
             tally.inputs[topic] += 1
-            _see_input(beds, tally, decode(topic, payload))
+            received = decode(topic, payload)
+            _see_input(beds, tally, received)
+            feed.publish(topic, received)
             moment = getattr(message, "time", None) or getattr(message, "start", None)
             if clock["next_view"] is None:
                 clock["next_view"] = moment + timedelta(hours=1)
@@ -160,14 +195,34 @@ def run(args: argparse.Namespace) -> int:
         for record in batch:
             files[record.topic].write(record.value + b"\n")
             tally.outputs[record.topic] += 1
-            _see_output(beds, tally, record.topic, decode(record.topic, record.value))
+            message = decode(record.topic, record.value)
+            _see_output(beds, tally, record.topic, message)
+            feed.publish(record.topic, message)
 
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        run_records(engine, records(), write, batch_size=32)
+        try:
+            run_records(engine, records(), write, batch_size=32)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if stop.is_set():
+            print("\nbedside demo: stopped by Ctrl-C; what was replayed so far:")
+        _print_summary(args, tally, time.perf_counter() - started, out)
+        if stop.is_set():
+            return INTERRUPTED
+        if server is not None:
+            print(f"bedside demo: the ward page stays at {server.url} until Ctrl-C")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
+        if server is not None:
+            server.stop()
         for handle in files.values():
             handle.close()
-    _print_summary(args, tally, time.perf_counter() - started, out)
     return 0
 
 
@@ -258,4 +313,4 @@ def _print_summary(args: argparse.Namespace, tally: Tally, seconds: float, out: 
         f"  alerts raised {raised} ({by_priority or 'none'}), "
         f"{raised / patient_hours:.2f} per patient-hour"
     )
-    print(f"  outputs: {out}/<topic>.jsonl, one JSON message per line")
+    print(f"  outputs: {out}/<topic>.jsonl, one JSON message per line; audit: {out}/audit.db")

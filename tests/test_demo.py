@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bedside.cli import main
+from bedside.replay.tansu import free_port
 from bedside.schemas.messages import (
     ALERTS_TOPIC,
     PATIENT_TOPIC,
@@ -48,3 +56,77 @@ def test_demo_trains_its_own_model_on_first_use(tmp_path: Path) -> None:
 def test_demo_refuses_an_empty_ward(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--beds"):
         main(["demo", "--beds", "0", "--out", str(tmp_path)])
+
+
+def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
+    tmp_path: Path, engine_model_dir: Path
+) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bedside")),
+            "demo",
+            "--beds",
+            "2",
+            "--hours",
+            "2",
+            "--speed",
+            "240",
+            "--alert-on-risk",
+            "0.01",
+            "--web",
+            str(port),
+            "--model",
+            str(engine_model_dir),
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        alert = None
+        deadline = time.monotonic() + 60
+        while alert is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                ward = json.loads(urllib.request.urlopen(f"{base}/api/ward", timeout=2).read())
+            except OSError:
+                continue
+            raised = [a for a in ward["alerts"] if a["state"] in ("raised", "escalated")]
+            alert = raised[0] if raised else None
+        assert alert is not None, "no alert on the page"
+        request = urllib.request.Request(
+            f"{base}/api/ack",
+            data=json.dumps({"alert_id": alert["alert_id"], "by": "nurse.kim"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert urllib.request.urlopen(request, timeout=5).status == 202
+        # The page shows the engine's acknowledged record once the engine has it.
+        shown = None
+        while shown is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ward = json.loads(urllib.request.urlopen(f"{base}/api/ward", timeout=2).read())
+            shown = next(
+                (
+                    a
+                    for a in ward["alerts"]
+                    if a["alert_id"] == alert["alert_id"] and a["state"] == "acknowledged"
+                ),
+                None,
+            )
+        assert shown is not None and shown["acknowledged_by"] == "nurse.kim", ward["alerts"]
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output = demo.communicate(timeout=60)[0].decode()
+    # 130: stopped during the replay (summary printed), 0: after it, while serving the page.
+    assert demo.returncode in (0, 130) and "summary" in output, output[-2000:]
+    lines = (tmp_path / f"{ALERTS_TOPIC}.jsonl").read_bytes().splitlines()
+    assert any(
+        a.state == "acknowledged" and a.alert_id == alert["alert_id"]
+        for a in (decode(ALERTS_TOPIC, line) for line in lines)
+    )
+    with sqlite3.connect(tmp_path / "audit.db") as audit:
+        rows = audit.execute("select * from acknowledgements").fetchall()
+    assert any("nurse.kim" in map(str, row) for row in rows)

@@ -3,7 +3,10 @@ clone, purity, state size, detection on a labelled stream), and the bed bundle."
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
@@ -239,3 +242,104 @@ def test_docstring_examples(module: str) -> None:
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     result = doctest.testmod(loaded, optionflags=flags)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --- what a bed flags is pinned: speed-ups must not change it ---------------------------
+
+#: Monitor vitals at 1 Hz: (concept, usual value, noise amplitude).
+VITALS = (
+    ("heart_rate", 80.0, 3.0),
+    ("spo2", 97.0, 1.0),
+    ("respiratory_rate", 16.0, 2.0),
+    ("arterial_systolic_bp", 120.0, 4.0),
+    ("arterial_diastolic_bp", 60.0, 3.0),
+    ("arterial_mean_bp", 80.0, 3.0),
+    ("temperature", 37.0, 0.2),
+    ("pulse_rate", 80.0, 3.0),
+)
+
+#: How far each vital goes in a minute of shock.
+SHOCK = {
+    "heart_rate": 80.0,
+    "pulse_rate": 80.0,
+    "spo2": -20.0,
+    "respiratory_rate": 20.0,
+    "arterial_systolic_bp": -50.0,
+    "arterial_diastolic_bp": -25.0,
+    "arterial_mean_bp": -33.0,
+}
+
+
+def monitored_bed(seed: int, seconds: int = 900) -> Iterator[dict[str, float]]:
+    """One bed's vitals at 1 Hz with artefacts of every kind (spikes, a frozen heart rate,
+    an arterial line open to air, temperatures in °F, an SpO2 as a fraction, a drifting
+    systolic, an impossible heart rate, missing pulse rates) and a shock creeping in.
+    Drawn with ``random()`` alone: the same stream on every Python version."""
+    rng = random.Random(seed)
+    frozen = None
+    for second in range(seconds):
+        sample = {
+            concept: round(usual + noise * (2 * rng.random() - 1), 1)
+            for concept, usual, noise in VITALS
+        }
+        phase = second % 300
+        if rng.random() < 0.02:
+            spiked = VITALS[int(rng.random() * len(VITALS))][0]
+            sample[spiked] = round(sample[spiked] * (0.5 if rng.random() < 0.5 else 1.6), 1)
+        if 100 <= phase < 125:  # the heart rate frozen
+            frozen = sample["heart_rate"] if frozen is None else frozen
+            sample["heart_rate"] = frozen
+        else:
+            frozen = None
+        if 150 <= phase < 154:
+            for concept in ("arterial_systolic_bp", "arterial_diastolic_bp", "arterial_mean_bp"):
+                sample[concept] = 0.0
+        if phase in (170, 171):
+            sample["temperature"] = round(sample["temperature"] * 9 / 5 + 32, 1)
+        if phase == 180:
+            sample["spo2"] = sample["spo2"] / 100
+        if 200 <= phase < 240:
+            sample["arterial_systolic_bp"] += (phase - 200) * 1.5
+        if 240 <= phase < 300:  # every vital goes its own way, slowly
+            for concept, change in SHOCK.items():
+                sample[concept] = round(sample[concept] + change * (phase - 240) / 60, 1)
+        if phase == 260:
+            sample["heart_rate"] = 400.0
+        if rng.random() < 0.1:
+            del sample["pulse_rate"]
+        yield sample
+
+
+#: What a bed flags on :func:`monitored_bed` (seeds 0-2), as the detectors flagged it
+#: before they were made faster: findings per detector and kind, and the SHA-256 of them
+#: all (see the test below).
+PINNED_COUNTS = {
+    "consistency/multivariate": 239,
+    "flatline/flatline": 99,
+    "flatline/sensor_off": 108,
+    "multivariate/multivariate": 154,
+    "plausibility/implausible": 24,
+    "plausibility/unit_error": 27,
+    "robust_spike/spike": 175,
+    "robust_spike/step": 84,
+}
+PINNED_DIGEST = "f47f37e44000e1a5d91f43bb83076f07908a6a0077058af4064a90d23be24bc1"
+
+
+def test_a_bed_flags_what_it_always_flagged() -> None:
+    """The findings of a bed running every detector on monitored streams, pinned before
+    the detectors were made faster: same detector, concept, value, kind and detail, score
+    to 1e-9. If a detector's behaviour changes on purpose, update the pins."""
+    lines = []
+    counts = Counter[str]()
+    for seed in range(3):
+        bed = BedDetectors()
+        for second, sample in enumerate(monitored_bed(seed)):
+            for f in bed.process(sample):
+                lines.append(f"{f.detector} {f.concept} {f.value!r} {f.kind} {f.score:.9f}")
+                lines.append(f.detail)
+                counts[f"{f.detector}/{f.kind}"] += 1
+            if second % 100 == 99:  # as the engine resumes a bed from its snapshot
+                bed = pickle.loads(pickle.dumps(bed))
+    assert dict(counts) == PINNED_COUNTS
+    assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == PINNED_DIGEST

@@ -19,7 +19,7 @@ from river import base
 
 from bedside.errors import BedsideError
 from bedside.schemas.messages import Anomaly
-from bedside.training.detectors.rules import AnomalyKind
+from bedside.training.detectors.rules import AnomalyKind, signals
 
 #: Scores at or above this are flagged, whatever the detector.
 THRESHOLD = 1.0
@@ -81,6 +81,12 @@ class BedDetector(base.AnomalyDetector):
 
     def process_one(self, x: dict[str, Any]) -> list[Finding]:
         """Judge a sample, then learn from it: what a bed does with each new sample."""
+        return self.process_signals(x, signals(x))
+
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
+        """:meth:`process_one`, given the sample's usable values ``usable = rules.signals(x)``:
+        a bed finds them once for all its detectors. Detectors override it with one pass
+        over the sample."""
         findings = self.explain_one(x)
         self.learn_one(x)
         return findings

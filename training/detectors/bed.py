@@ -17,6 +17,7 @@ from bedside.training.detectors.flatline import Flatline
 from bedside.training.detectors.multivariate import Multivariate
 from bedside.training.detectors.plausibility import Plausibility
 from bedside.training.detectors.robust_spike import RobustSpike
+from bedside.training.detectors.rules import signals
 
 #: The file ``bedside train detectors`` writes in a model folder.
 MODEL_FILE: Final = "detectors.json"
@@ -76,11 +77,15 @@ class BedDetectors:
         """The findings of every detector on one sample ``{concept: value}``, then learn it."""
         findings: list[Finding] = []
         flagged: set[str] = set()
+        usable = signals(x)  # once for all detectors
         for detector in self.detectors.values():
             if detector.multivariate and flagged:
-                found = detector.process_one({c: v for c, v in x.items() if c not in flagged})
+                found = detector.process_signals(
+                    {c: v for c, v in x.items() if c not in flagged},
+                    {c: v for c, v in usable.items() if c not in flagged},
+                )
             else:
-                found = detector.process_one(x)
+                found = detector.process_signals(x, usable)
             if found:
                 findings.extend(found)
                 flagged.update(f.concept for f in found)

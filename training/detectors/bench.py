@@ -166,8 +166,14 @@ def real_flags_report(
     lookup = by_series.select("_id", "stay_id", "code", "time", "numeric_value", "_position")
     for name, flagged in flags.items():
         rows = flagged.join(lookup, on="_id")
-        kinds = rows.group_by("kind").len().sort("len", descending=True)
-        concepts = rows.group_by("kind", "code").len().sort("len", descending=True).head(8)
+        # Ties in name order: the same figures give the same report.
+        kinds = rows.group_by("kind").len().sort(["len", "kind"], descending=[True, False])
+        concepts = (
+            rows.group_by("kind", "code")
+            .len()
+            .sort(["len", "kind", "code"], descending=[True, False, False])
+            .head(8)
+        )
         examples = []
         for (kind,), of_kind in rows.group_by("kind", maintain_order=True):
             picked = of_kind.sample(min(EXAMPLES_PER_KIND, of_kind.height), seed=seed)

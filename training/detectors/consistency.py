@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections import deque
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from bedside.training.detectors.base import BedDetector, Finding
-from bedside.training.detectors.robust_spike import hampel
-from bedside.training.detectors.rules import HAMPEL_K, HAMPEL_MIN_SCALE, RELATIONS, is_signal
+from bedside.training.detectors.robust_spike import SortedWindow, hampel
+from bedside.training.detectors.rules import HAMPEL_K, HAMPEL_MIN_SCALE, RELATIONS, signals
 
 _RELATIONS = {relation.name: relation for relation in RELATIONS}
+#: The vitals each relation needs (a sample has them all or is not judged on it), and
+#: their values in a sample, as a tuple.
+_NEEDS = {relation.name: frozenset(relation.concepts) for relation in RELATIONS}
+_INPUTS = {relation.name: itemgetter(*relation.concepts) for relation in RELATIONS}
 
 
 class Consistency(BedDetector):
@@ -74,33 +78,30 @@ class Consistency(BedDetector):
         self.patience = patience
         self.relations = relations
         self._relations = [_RELATIONS[name] for name in (relations or tuple(_RELATIONS))]
-        self._windows: dict[str, deque[float]] = {}
+        self._windows: dict[str, SortedWindow] = {}
         # relation -> flagged samples in a row, and the inputs of its last unflagged one
         self._flagged_run: dict[str, int] = {}
         self._last: dict[str, tuple[float, ...]] = {}
 
     def _judge(
-        self, x: dict[str, Any], exact: bool = False
+        self, usable: dict[str, float], exact: bool = False
     ) -> list[tuple[str, float, float, float, tuple[float, ...]]]:
-        """(relation, score, residual, median, inputs) for each relation present in ``x``
-        (``exact=False``: 0 for a residual that cannot be an outlier, as ``hampel``)."""
+        """(relation, score, residual, median, inputs) for each relation whose vitals are
+        all usable in a sample (``usable = rules.signals(x)``; ``exact=False``: 0 for a
+        residual that cannot be an outlier, as ``hampel``)."""
         judged = []
+        present = usable.keys()
         for relation in self._relations:
-            inputs = []
-            for concept in relation.concepts:
-                value = x.get(concept)
-                if value is None or not is_signal(concept, value):
-                    break
-                inputs.append(value)
+            if not present >= _NEEDS[relation.name]:
+                continue
+            values = _INPUTS[relation.name](usable)
+            residual = relation.residual(*values)
+            window = self._windows.get(relation.name)
+            if window is None or len(window.recent) < self.min_periods:
+                judged.append((relation.name, 0.0, residual, residual, values))
             else:
-                values = tuple(inputs)
-                residual = relation.residual(*values)
-                window = self._windows.get(relation.name)
-                if window is None or len(window) < self.min_periods:
-                    judged.append((relation.name, 0.0, residual, residual, values))
-                else:
-                    score, median = hampel(window, residual, self.k, relation.floor, exact)
-                    judged.append((relation.name, score, residual, median, values))
+                score, median = hampel(window.ordered, residual, self.k, relation.floor, exact)
+                judged.append((relation.name, score, residual, median, values))
         return judged
 
     def _learn(self, name: str, score: float, residual: float, values: tuple[float, ...]) -> None:
@@ -109,17 +110,17 @@ class Consistency(BedDetector):
         if score < 1.0 or (self.patience is not None and run > self.patience):
             window = self._windows.get(name)
             if window is None:
-                window = self._windows[name] = deque(maxlen=self.window_size)
+                window = self._windows[name] = SortedWindow(self.window_size)
             window.append(residual)
             self._last[name] = values
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        for name, score, residual, _, values in self._judge(x):
+        for name, score, residual, _, values in self._judge(signals(x)):
             self._learn(name, score, residual, values)
 
     def score_signals(self, x: dict[str, Any]) -> dict[str, float]:
         scores: dict[str, float] = {}
-        for name, score, *_ in self._judge(x, exact=True):
+        for name, score, *_ in self._judge(signals(x), exact=True):
             for concept in _RELATIONS[name].concepts:
                 scores[concept] = max(scores.get(concept, 0.0), score)
         return scores
@@ -156,10 +157,10 @@ class Consistency(BedDetector):
         return list(findings.values())
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
-        return self._findings(self._judge(x))
+        return self._findings(self._judge(signals(x)))
 
-    def process_one(self, x: dict[str, Any]) -> list[Finding]:
-        judged = self._judge(x)
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
+        judged = self._judge(usable)
         findings = self._findings(judged)
         for name, score, residual, _, values in judged:
             self._learn(name, score, residual, values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from bedside.training.detectors.base import BedDetector, Finding
-from bedside.training.detectors.rules import FLATLINE_REPEATS, is_signal, sensor_off
+from bedside.training.detectors.rules import FLATLINE_REPEATS, sensor_off, signals
 
 
 class Flatline(BedDetector):
@@ -57,47 +57,54 @@ class Flatline(BedDetector):
         return 1
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        for concept, value in x.items():
-            if concept in self._repeats and is_signal(concept, value):
+        for concept, value in signals(x).items():
+            if concept in self._repeats:
                 self._runs[concept] = [value, self._run(concept, value)]
 
     def score_signals(self, x: dict[str, Any]) -> dict[str, float]:
+        usable = signals(x)
         scores = {}
         for concept, value in x.items():
             if sensor_off(concept, value) is not None:
                 scores[concept] = 1.0
-            elif concept in self._repeats and is_signal(concept, value):
+            elif concept in self._repeats and concept in usable:
                 scores[concept] = self._run(concept, value) / self._repeats[concept]
         return scores
 
-    def _stuck(self, concept: str, value: float, run: int) -> Finding | None:
-        if run < self._repeats[concept]:
-            return None
+    def _flatline(self, concept: str, value: float, run: int) -> Finding:
         detail = f"{concept} stuck at {value:.4g} for {run} readings"
         return Finding(self.name, concept, value, "flatline", run / self._repeats[concept], detail)
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
+        usable = signals(x)
         findings = []
         for concept, value in x.items():
-            if concept in self._repeats and is_signal(concept, value):
-                finding = self._stuck(concept, value, self._run(concept, value))
+            if concept in usable:
+                if concept in self._repeats:
+                    run = self._run(concept, value)
+                    if run >= self._repeats[concept]:
+                        findings.append(self._flatline(concept, value, run))
             else:
                 off = sensor_off(concept, value)
-                finding = None if off is None else Finding(self.name, concept, value, *off)
-            if finding is not None:
-                findings.append(finding)
+                if off is not None:
+                    findings.append(Finding(self.name, concept, value, *off))
         return findings
 
-    def process_one(self, x: dict[str, Any]) -> list[Finding]:
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
         findings = []
-        runs = self._runs
+        repeats, runs = self._repeats, self._runs
         for concept, value in x.items():
-            if concept in self._repeats and is_signal(concept, value):
-                run = self._run(concept, value)
-                runs[concept] = [value, run]
-                finding = self._stuck(concept, value, run)
-                if finding is not None:
-                    findings.append(finding)
+            if concept in usable:
+                if concept not in repeats:
+                    continue
+                last = runs.get(concept)
+                run = int(last[1]) + 1 if last is not None and last[0] == value else 1
+                if last is None:
+                    runs[concept] = [value, run]
+                else:  # in place: no new list per reading
+                    last[0], last[1] = value, run
+                if run >= repeats[concept]:
+                    findings.append(self._flatline(concept, value, run))
             else:
                 off = sensor_off(concept, value)
                 if off is not None:

@@ -22,6 +22,7 @@ class _Forest:
     features: tuple[str, ...]  # split feature of each branch node, "" for leaves
     feature_index: tuple[int, ...]  # its position in names (-1 for leaves)
     thresholds: tuple[float, ...]
+    left_child: tuple[int, ...]  # the position of each node's left child (right: + 1)
     nodes_per_tree: int
 
 
@@ -52,7 +53,8 @@ def _forest(n_trees: int, height: int, seed: int, limits: Limits) -> _Forest:
     names = tuple(name for name, _, _ in limits)
     position = {name: index for index, name in enumerate(names)}
     feature_index = tuple(position.get(feature, -1) for feature in features)
-    return _Forest(names, tuple(features), feature_index, tuple(thresholds), nodes)
+    left_child = tuple(node + node % nodes + 1 for node in range(n_trees * nodes))
+    return _Forest(names, tuple(features), feature_index, tuple(thresholds), left_child, nodes)
 
 
 class CompactHalfSpaceTrees(base.AnomalyDetector):
@@ -125,6 +127,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         self._trees: _Forest | None = None
         self._l_mass: list[int] = []
         self._r_mass: list[int] = []
+        self._scored: list[tuple[int, int] | None] = []  # see _walk
         self._counter = 0
         self._first_window = True
 
@@ -136,12 +139,14 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         self._trees = _forest(*self._forest_key)
         self._l_mass = [0] * len(self._trees.features)
         self._r_mass = [0] * len(self._trees.features)
+        self._scored = [None] * len(self._trees.features)
         return self._trees
 
     # Masses are lists while in use (faster to index) and 16-bit arrays when pickled.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_trees"] = None  # rebuilt from _forest_key: shared, not pickled
+        del state["_scored"]  # found again as needed
         state["_l_mass"] = array("H", self._l_mass)
         state["_r_mass"] = array("H", self._r_mass)
         return state
@@ -150,6 +155,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         self.__dict__.update(state)
         self._l_mass = state["_l_mass"].tolist()
         self._r_mass = state["_r_mass"].tolist()
+        self._scored = [None] * len(self._r_mass)
         if self._forest_key is not None:
             self._trees = _forest(*self._forest_key)
 
@@ -158,46 +164,58 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         """Reference mass below which scoring stops going down (0.1 × window, as in the paper)."""
         return 0.1 * self.window_size
 
-    def _walk(self, x: dict[str, Any], path: list[int], stops: list[int] | None = None) -> float:
-        """Mass score of ``x`` summed over the trees; appends the nodes ``x`` goes through
-        to ``path`` (all levels) and, if asked, where each tree's scoring stopped to ``stops``.
+    def _walk(
+        self, x: dict[str, Any], path: list[int], stops: list[int] | None = None, score: bool = True
+    ) -> float:
+        """Mass score of ``x`` summed over the trees (0 if not ``score``); appends the nodes
+        ``x`` goes through to ``path`` (all levels) and, if asked, where each tree's scoring
+        stopped to ``stops``.
+
+        A tree's score depends only on the path down to a leaf, and the reference masses
+        change once per window: each leaf's is worked out once per window (``_scored``).
         """
         trees = self._trees
         assert trees is not None
-        features, thresholds, nodes = trees.feature_index, trees.thresholds, trees.nodes_per_tree
-        l_mass, r_mass, size_limit = self._l_mass, self._r_mass, 0.1 * self.window_size
-        height = self.height
-        values = [x.get(name) for name in trees.names]
+        features, thresholds, left_child = trees.feature_index, trees.thresholds, trees.left_child
+        l_mass, scored = self._l_mass, self._scored
+        levels = range(self.height)
+        values = list(map(x.get, trees.names))
+        append = path.append
         total = 0.0
-        for root in range(0, len(features), nodes):
-            index = 0
-            depth_pow = 1
-            scoring = True
-            for _ in range(height):
-                node = root + index
-                path.append(node)
-                if scoring:
-                    mass = r_mass[node]
-                    total += mass * depth_pow
-                    if mass < size_limit:
-                        scoring = False
-                        if stops is not None:
-                            stops.append(node)
-                    else:
-                        depth_pow <<= 1
+        for root in range(0, len(features), trees.nodes_per_tree):
+            start = len(path)
+            node = root
+            for _ in levels:
+                append(node)
+                left = left_child[node]
                 value = values[features[node]]
-                if value is None:
-                    left = node + index + 1  # root + 2 * index + 1
-                    index = 2 * index + (2 if l_mass[left] < l_mass[left + 1] else 1)
+                if value is None:  # the busier branch, as River
+                    node = left + 1 if l_mass[left] < l_mass[left + 1] else left
                 else:
-                    index = 2 * index + (1 if value < thresholds[node] else 2)
-            node = root + index
-            path.append(node)
-            if scoring:
-                total += r_mass[node] * depth_pow
+                    node = left if value < thresholds[node] else left + 1
+            append(node)
+            if score:
+                leaf = scored[node]
+                if leaf is None:
+                    leaf = scored[node] = self._score_tree(path[start:])
+                total += leaf[0]
                 if stops is not None:
-                    stops.append(node)
+                    stops.append(leaf[1])
         return total
+
+    def _score_tree(self, path: list[int]) -> tuple[int, int]:
+        """Mass score of one tree's walk down ``path`` and the node where it stopped: the
+        reference masses from the root down, until one is too small to go on."""
+        r_mass, size_limit = self._r_mass, self.size_limit
+        total = 0
+        depth_pow = 1
+        for node in path:
+            mass = r_mass[node]
+            total += mass * depth_pow
+            if mass < size_limit:
+                break
+            depth_pow <<= 1
+        return total, node
 
     def learn_path(self, path: list[int]) -> None:
         """Learn a sample from the path :meth:`score_path` gave for it."""
@@ -208,6 +226,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         if self._counter == self.window_size:
             self._r_mass = l_mass
             self._l_mass = [0] * len(l_mass)
+            self._scored = [None] * len(l_mass)
             self._first_window = False
             self._counter = 0
 
@@ -221,7 +240,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         if self._trees is None:
             self._build(x)
         path: list[int] = []
-        total = self._walk(x, path)
+        total = self._walk(x, path, score=not self._first_window)
         if self._first_window:
             return 0.0, path
         return 1.0 - total / (self.n_trees * self.window_size * (2 ** (self.height + 1) - 1)), path
@@ -260,6 +279,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         if len(masses) != len(trees.features):
             raise ValueError(f"expected {len(trees.features)} masses, got {len(masses)}")
         self._r_mass = list(masses)
+        self._scored = [None] * len(masses)
         self._first_window = False
 
     def reference_masses(self) -> list[int]:

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from bedside.training.detectors.base import BedDetector, Finding
 from bedside.training.detectors.half_space_trees import CompactHalfSpaceTrees
-from bedside.training.detectors.rules import MULTIVARIATE_LIMITS, is_signal
+from bedside.training.detectors.rules import MULTIVARIATE_LIMITS, signals
 
 #: Half-Space Trees score (0 to 1) from which a sample is flagged.
 DEFAULT_THRESHOLD = 0.9
@@ -98,26 +98,39 @@ class Multivariate(BedDetector):
         # vital -> [last usable value, samples since]
         self._carried: dict[str, list[float]] = {}
 
-    def _present(self, x: dict[str, Any]) -> dict[str, float]:
+    def _present(self, usable: dict[str, float]) -> dict[str, float]:
+        """The vitals this detector looks at among a sample's usable values."""
         scale = self._scale
-        return {c: v for c, v in x.items() if c in scale and is_signal(c, v)}
+        return {c: v for c, v in usable.items() if c in scale}
 
     def _vector(self, present: dict[str, float]) -> dict[str, float]:
-        values = {c: carried[0] for c, carried in self._carried.items()}
-        values.update(present)
+        """The scaled vitals: those present, and those carried from earlier samples."""
         scale = self._scale
-        return {c: (v - scale[c][0]) / scale[c][1] for c, v in values.items()}
+        vector = {}
+        for concept, (value, _) in self._carried.items():
+            if concept not in present:
+                low, width = scale[concept]
+                vector[concept] = (value - low) / width
+        for concept, value in present.items():
+            low, width = scale[concept]
+            vector[concept] = (value - low) / width
+        return vector
 
     def _carry(self, present: dict[str, float]) -> None:
         carried = self._carried
-        for concept in list(carried):
-            if concept not in present:
-                entry = carried[concept]
-                entry[1] += 1
-                if entry[1] > self.carry:
-                    del carried[concept]
+        if not carried.keys() <= present.keys():  # some not in this sample age
+            for concept in list(carried):
+                if concept not in present:
+                    entry = carried[concept]
+                    entry[1] += 1
+                    if entry[1] > self.carry:
+                        del carried[concept]
         for concept, value in present.items():
-            carried[concept] = [value, 0]
+            entry = carried.get(concept)
+            if entry is None:
+                carried[concept] = [value, 0]
+            else:  # in place: no new list per sample
+                entry[0], entry[1] = value, 0
 
     def _protects(self, score: float) -> bool:
         """Whether a sample with this score is kept from the trees (and counts the run)."""
@@ -130,7 +143,7 @@ class Multivariate(BedDetector):
         return self.patience is None or self._flagged_run <= self.patience
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        present = self._present(x)
+        present = self._present(signals(x))
         if not present:
             return
         score, path = self._trees.score_path(self._vector(present))
@@ -139,7 +152,7 @@ class Multivariate(BedDetector):
             self._carry(present)
 
     def score_signals(self, x: dict[str, Any]) -> dict[str, float]:
-        present = self._present(x)
+        present = self._present(signals(x))
         if not present:
             return {}
         score = self._trees.score_one(self._vector(present)) / self.threshold
@@ -156,7 +169,7 @@ class Multivariate(BedDetector):
         return Finding(self.name, concept, value, "multivariate", score / self.threshold, detail)
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
-        present = self._present(x)
+        present = self._present(signals(x))
         if not present:
             return []
         vector = self._vector(present)
@@ -165,8 +178,8 @@ class Multivariate(BedDetector):
             return []
         return [self._finding(present, vector, score)]
 
-    def process_one(self, x: dict[str, Any]) -> list[Finding]:
-        present = self._present(x)
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
+        present = self._present(usable)
         if not present:
             return []
         vector = self._vector(present)
@@ -190,7 +203,7 @@ class Multivariate(BedDetector):
     def observe(self, x: dict[str, Any]) -> dict[str, float] | None:
         """The scaled vitals the trees would see for a sample (carried values included),
         carrying its values on but learning nothing: to build population references."""
-        present = self._present(x)
+        present = self._present(signals(x))
         if not present:
             return None
         vector = self._vector(present)

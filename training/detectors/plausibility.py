@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from bedside.schemas.concepts import load_concepts
 from bedside.training.detectors.base import BedDetector, Finding
-from bedside.training.detectors.rules import check_value, pressure_order
+from bedside.training.detectors.rules import check_value, pressure_order_of_signals, signals
 
 
 class Plausibility(BedDetector):
@@ -43,26 +43,36 @@ class Plausibility(BedDetector):
     def learn_one(self, x: dict[str, Any]) -> None:
         """Nothing to learn: the ranges come from the concept dictionary."""
 
-    def _checks(self, x: dict[str, Any]) -> dict[str, tuple[Any, float, str]]:
-        concepts = load_concepts()
+    def _checks(
+        self, x: dict[str, Any], usable: dict[str, float]
+    ) -> dict[str, tuple[Any, float, str]]:
         checks = {}
-        for concept, value in x.items():
-            if concept not in concepts:
-                continue
-            check = check_value(concept, value)
-            if check is not None:
-                checks[concept] = check
-        for concept, detail in pressure_order(x).items():
+        if len(usable) < len(x):  # usable values pass every check_value
+            concepts = load_concepts()
+            for concept, value in x.items():
+                if concept in usable or concept not in concepts:
+                    continue
+                check = check_value(concept, value)
+                if check is not None:
+                    checks[concept] = check
+        for concept, detail in pressure_order_of_signals(usable).items():
             checks.setdefault(concept, ("implausible", 1.0, detail))
         return checks
 
     def score_signals(self, x: dict[str, Any]) -> dict[str, float]:
         scores = dict.fromkeys((c for c in x if c in load_concepts()), 0.0)
-        scores.update((concept, check[1]) for concept, check in self._checks(x).items())
+        checks = self._checks(x, signals(x))
+        scores.update((concept, check[1]) for concept, check in checks.items())
         return scores
 
-    def explain_one(self, x: dict[str, Any]) -> list[Finding]:
+    def _findings(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
         return [
             Finding(self.name, concept, x[concept], kind, score, detail)
-            for concept, (kind, score, detail) in self._checks(x).items()
+            for concept, (kind, score, detail) in self._checks(x, usable).items()
         ]
+
+    def explain_one(self, x: dict[str, Any]) -> list[Finding]:
+        return self._findings(x, signals(x))
+
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
+        return self._findings(x, usable)  # nothing to learn

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from bedside.training.detectors.base import BedDetector, Finding
@@ -14,7 +15,7 @@ from bedside.training.detectors.rules import (
     HAMPEL_WINDOW,
     MAD_TO_SD,
     STEP_RUN,
-    is_signal,
+    signals,
 )
 
 
@@ -26,16 +27,16 @@ def median_of_sorted(values: list[float]) -> float:
 
 
 def hampel(
-    window: Iterable[float], value: float, k: float, floor: float, exact: bool = True
+    ordered: list[float], value: float, k: float, floor: float, exact: bool = True
 ) -> tuple[float, float]:
-    """Score of ``value`` against the previous readings ``window``, and their median.
+    """Score of ``value`` against the previous readings (``ordered``: sorted), and their
+    median.
 
     The score is the distance to the median in units of ``k`` robust standard deviations
     (1.4826 MAD, at least ``floor``): 1 or more is an outlier. With ``exact=False``, a
     value within ``k * floor`` of the median (which cannot be an outlier) scores 0
     without computing the MAD: what a bed needs, at half the cost.
     """
-    ordered = sorted(window)
     median = median_of_sorted(ordered)
     distance = abs(value - median)
     if not exact and distance < k * floor:
@@ -43,6 +44,46 @@ def hampel(
     mad = median_of_sorted(sorted([abs(v - median) for v in ordered]))
     scale = max(MAD_TO_SD * mad, floor)
     return distance / (k * scale), median
+
+
+class SortedWindow:
+    """The last ``size`` readings, in arrival order (``recent``) and sorted (``ordered``):
+    a new reading costs a binary search, not a sort of the window.
+
+    A pickle holds only the readings; the sorted copy is rebuilt on loading.
+
+    >>> window = SortedWindow(3)
+    >>> for reading in [5.0, 1.0, 3.0, 2.0]:
+    ...     window.append(reading)
+    >>> list(window.recent), window.ordered
+    ([1.0, 3.0, 2.0], [1.0, 2.0, 3.0])
+    """
+
+    __slots__ = ("ordered", "recent")
+
+    def __init__(self, size: int) -> None:
+        self.recent: deque[float] = deque(maxlen=size)
+        self.ordered: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.recent)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.recent)
+
+    def append(self, value: float) -> None:
+        recent, ordered = self.recent, self.ordered
+        if len(recent) == recent.maxlen:
+            del ordered[bisect_left(ordered, recent[0])]
+        recent.append(value)
+        insort(ordered, value)
+
+    def __getstate__(self) -> tuple[deque[float]]:
+        return (self.recent,)
+
+    def __setstate__(self, state: tuple[deque[float]]) -> None:
+        (self.recent,) = state
+        self.ordered = sorted(self.recent)
 
 
 class RobustSpike(BedDetector):
@@ -101,23 +142,29 @@ class RobustSpike(BedDetector):
         self.min_scale = min_scale
         self.step_run = step_run
         self._floors = dict(HAMPEL_MIN_SCALE if min_scale is None else min_scale)
-        self._windows: dict[str, deque[float]] = {}
+        self._windows: dict[str, SortedWindow] = {}
         # Signed count of the outliers in a row ending at the last reading (+ above).
         self._runs: dict[str, int] = {}
 
     def _judge(
         self, concept: str, value: float, exact: bool = True
     ) -> tuple[float, float, int] | None:
-        """(score, median, signed run including this reading) or None if not judged.
+        """(score, median, signed run including this reading) of a usable reading, or None
+        if its concept is not judged.
 
         ``exact=False`` scores 0 what cannot be an outlier (see :func:`hampel`)."""
         floor = self._floors.get(concept)
-        if floor is None or not is_signal(concept, value):
+        if floor is None:
             return None
-        window = self._windows.get(concept)
-        if window is None or len(window) < self.min_periods:
+        return self._score(self._windows.get(concept), concept, value, floor, exact)
+
+    def _score(
+        self, window: SortedWindow | None, concept: str, value: float, floor: float, exact: bool
+    ) -> tuple[float, float, int]:
+        """:meth:`_judge` of a reading of a judged concept, given its window."""
+        if window is None or len(window.recent) < self.min_periods:
             return 0.0, value, 0
-        score, median = hampel(window, value, self.k, floor, exact)
+        score, median = hampel(window.ordered, value, self.k, floor, exact)
         if score < 1.0:
             return score, median, 0
         side = 1 if value > median else -1
@@ -127,19 +174,19 @@ class RobustSpike(BedDetector):
     def _learn(self, concept: str, value: float, run: int) -> None:
         window = self._windows.get(concept)
         if window is None:
-            window = self._windows[concept] = deque(maxlen=self.window_size)
+            window = self._windows[concept] = SortedWindow(self.window_size)
         window.append(value)
         self._runs[concept] = run
 
     def learn_one(self, x: dict[str, Any]) -> None:
-        for concept, value in x.items():
+        for concept, value in signals(x).items():
             judged = self._judge(concept, value, exact=False)
             if judged is not None:
                 self._learn(concept, value, judged[2])
 
     def score_signals(self, x: dict[str, Any]) -> dict[str, float]:
         scores = {}
-        for concept, value in x.items():
+        for concept, value in signals(x).items():
             judged = self._judge(concept, value)
             if judged is not None:
                 scores[concept] = judged[0]
@@ -162,19 +209,25 @@ class RobustSpike(BedDetector):
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
         findings = []
-        for concept, value in x.items():
+        for concept, value in signals(x).items():
             judged = self._judge(concept, value, exact=False)
             if judged is not None and judged[0] >= 1.0:
                 findings.append(self._finding(concept, value, judged))
         return findings
 
-    def process_one(self, x: dict[str, Any]) -> list[Finding]:
+    def process_signals(self, x: dict[str, Any], usable: dict[str, float]) -> list[Finding]:
         findings = []
-        for concept, value in x.items():
-            judged = self._judge(concept, value, exact=False)
-            if judged is None:
+        floors, windows, runs = self._floors, self._windows, self._runs
+        for concept, value in usable.items():
+            floor = floors.get(concept)
+            if floor is None:
                 continue
+            window = windows.get(concept)
+            if window is None:
+                window = windows[concept] = SortedWindow(self.window_size)
+            judged = self._score(window, concept, value, floor, exact=False)
             if judged[0] >= 1.0:
                 findings.append(self._finding(concept, value, judged))
-            self._learn(concept, value, judged[2])
+            window.append(value)
+            runs[concept] = judged[2]
         return findings

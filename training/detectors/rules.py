@@ -204,11 +204,16 @@ def _fmt(value: float) -> str:
 
 
 @cache
-def _value_rules() -> dict[str, tuple[float, float, tuple[UnitErrorRule, ...], bool]]:
-    """concept -> (plausible low, high, unit-error rules, reads 0 when off): the hot path."""
+def _value_rules() -> dict[str, tuple[float, float, bool, tuple[tuple[float, float], ...]]]:
+    """concept -> (plausible low, high, reads 0 when off, raw ranges of its unit errors):
+    what :func:`signals` checks each value against, looked up once per concept."""
     by_concept = _unit_rules_by_concept()
     return {
-        name: (*concept.plausible, by_concept.get(name, ()), name in SENSOR_OFF)
+        name: (
+            *concept.plausible,
+            name in SENSOR_OFF,
+            tuple((rule.low, rule.high) for rule in by_concept.get(name, ())),
+        )
         for name, concept in load_concepts().items()
     }
 
@@ -269,20 +274,39 @@ def sensor_off(concept: str, value: float) -> Check | None:
     return None
 
 
-def is_signal(concept: str, value: float) -> bool:
-    """True for a usable reading: plausible, in the right unit, not a sensor-off zero.
+def signals(x: dict[str, float]) -> dict[str, float]:
+    """The usable readings of a sample: plausible, in the right unit, not a sensor-off zero.
 
-    The signal detectors (spike, flatline, multivariate) look only at these; the others
-    are neither scored nor learned, as if they had not been recorded. The same as
-    ``check_value(...) is None and sensor_off(...) is None``, faster (it runs for every
-    value of every detector).
+    The signal detectors (spike, flatline, consistency, multivariate) look only at these;
+    the others are neither scored nor learned, as if they had not been recorded. The
+    same as keeping the known concepts whose ``check_value(...)`` and ``sensor_off(...)``
+    are None, faster: a bed finds them once per sample for all its detectors.
+
+    >>> signals({"heart_rate": 82.0, "spo2": 0.0, "temperature": 98.6, "unknown": 1.0})
+    {'heart_rate': 82.0}
     """
-    low, high, unit_rules, reads_zero_when_off = _value_rules()[concept]
-    if not low <= value <= high:  # False for NaN too
-        return False
-    if reads_zero_when_off and -SENSOR_OFF_BELOW < value < SENSOR_OFF_BELOW:
-        return False
-    return not any(rule.low <= value <= rule.high for rule in unit_rules)
+    rules = _value_rules()
+    usable = {}
+    for concept, value in x.items():
+        rule = rules.get(concept)
+        if rule is None:
+            continue
+        low, high, reads_zero_when_off, unit_ranges = rule
+        if not low <= value <= high:  # False for NaN too
+            continue
+        if reads_zero_when_off and -SENSOR_OFF_BELOW < value < SENSOR_OFF_BELOW:
+            continue
+        for raw_low, raw_high in unit_ranges:
+            if raw_low <= value <= raw_high:
+                break
+        else:
+            usable[concept] = value
+    return usable
+
+
+def is_signal(concept: str, value: float) -> bool:
+    """True for a usable reading (see :func:`signals`)."""
+    return bool(signals({concept: value}))
 
 
 def pressure_order(values: dict[str, float]) -> dict[str, str]:
@@ -294,17 +318,16 @@ def pressure_order(values: dict[str, float]) -> dict[str, str]:
     ...                 "arterial_diastolic_bp": 70.0})
     {'arterial_systolic_bp': 'diastolic 70 above systolic 60'}
     """
+    return pressure_order_of_signals(signals(values))
+
+
+def pressure_order_of_signals(usable: dict[str, float]) -> dict[str, str]:
+    """:func:`pressure_order` of values that are all usable (:func:`signals`)."""
     broken: dict[str, str] = {}
     for systolic, mean, diastolic in PRESSURE_TRIPLETS:
-        sys_value = values.get(systolic)
-        mean_value = values.get(mean)
-        dia_value = values.get(diastolic)
-        if sys_value is not None and not is_signal(systolic, sys_value):
-            sys_value = None
-        if mean_value is not None and not is_signal(mean, mean_value):
-            mean_value = None
-        if dia_value is not None and not is_signal(diastolic, dia_value):
-            dia_value = None
+        sys_value = usable.get(systolic)
+        mean_value = usable.get(mean)
+        dia_value = usable.get(diastolic)
         if sys_value is not None and dia_value is not None and dia_value > sys_value:
             detail = f"diastolic {_fmt(dia_value)} above systolic {_fmt(sys_value)}"
             # The mean sides with the one that is right: above both, the systolic is

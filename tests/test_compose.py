@@ -11,6 +11,7 @@ from bedside.cli import build_parser
 from bedside.engine.settings import EngineSettings
 from bedside.schemas.messages import TOPICS
 from bedside.settings import KafkaSettings
+from bedside.ward.audit import AuditSettings
 
 COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
 
@@ -51,7 +52,7 @@ def _bedside_commands(service: dict) -> list[list[str]]:  # type: ignore[type-ar
 def test_every_bedside_service_runs_a_command_the_cli_accepts() -> None:
     services = load()["services"]
     ours = {name: s for name, s in services.items() if s.get("image") == "bedside:latest"}
-    assert {"engine", "replay", "model-init"} <= set(ours)
+    assert {"engine", "replay", "model-init", "ward"} <= set(ours)
     parser = build_parser()
     for name, service in ours.items():
         commands = _bedside_commands(service)
@@ -64,6 +65,7 @@ def test_every_bedside_service_runs_a_command_the_cli_accepts() -> None:
 def test_services_are_configured_with_real_settings() -> None:
     known = {f"BEDSIDE_KAFKA_{f.upper()}" for f in KafkaSettings.model_fields}
     known |= {f"BEDSIDE_ENGINE_{f.upper()}" for f in EngineSettings.model_fields}
+    known |= {f"BEDSIDE_AUDIT_{f.upper()}" for f in AuditSettings.model_fields}
     services = load()["services"]
     for name, service in services.items():
         for variable in service.get("environment", {}):
@@ -91,3 +93,14 @@ def test_the_image_holds_every_package_of_the_project() -> None:
     copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
     assert folders - {"."} <= copied
     assert "torch" not in dockerfile or "whl/cpu" in dockerfile  # never the CUDA wheels
+
+
+def test_the_ward_page_records_alerts_in_the_audit_database() -> None:
+    services = load()["services"]
+    ward, database = services["ward"], services["audit-db"]
+    assert ward["environment"]["BEDSIDE_AUDIT_DB"].startswith("postgresql+psycopg://")
+    assert ward["depends_on"]["audit-db"]["condition"] == "service_healthy"
+    assert "healthcheck" in database and "healthcheck" in ward
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in database["volumes"])
+    # Published on the host's loopback only: the page has no login of its own.
+    assert all(port.startswith("127.0.0.1:") for port in ward["ports"])

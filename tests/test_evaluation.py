@@ -17,8 +17,10 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from bedside.training.evaluation.calibration import (
     IsotonicCalibration,
+    PlattScaling,
     TemperatureScaling,
     fit_calibration,
+    fit_ensemble_calibration,
     load_calibration,
 )
 from bedside.training.evaluation.metrics import (
@@ -266,7 +268,7 @@ def test_temperature_and_isotonic_fix_overconfident_risks() -> None:
     y, sharp = logistic_cohort(8000, seed=21, sharpen=2.5)
     valid, test = slice(0, 4000), slice(4000, None)
     before = expected_calibration_error(y[test], sharp[test])
-    for kind in ("temperature", "isotonic"):
+    for kind in ("temperature", "platt", "isotonic"):
         calibrator = fit_calibration(kind, sharp[valid], y[valid])
         calibrated = calibrator.transform(sharp[test])
         assert expected_calibration_error(y[test], calibrated) < before / 2, kind
@@ -279,12 +281,89 @@ def test_temperature_and_isotonic_fix_overconfident_risks() -> None:
     assert np.all(np.diff(restored.transform(np.linspace(0, 1, 101))) >= 0)
 
 
+def test_platt_scaling_recovers_a_shifted_and_sharpened_logit() -> None:
+    """A model that is too extreme *and* under-predicts deaths: temperature scaling, whose
+    line goes through 0.5, cannot fix both; the logistic recalibration does."""
+    y, true_risk = logistic_cohort(20000, seed=5)
+    logit = np.log(true_risk / (1 - true_risk))
+    shifted = 1 / (1 + np.exp(-(2.0 * logit - 1.0)))
+    platt = fit_calibration("platt", shifted, y)
+    assert isinstance(platt, PlattScaling)
+    assert platt.slope == pytest.approx(0.5, abs=0.03)
+    assert platt.intercept == pytest.approx(0.5, abs=0.1)
+    slope, intercept, _ = calibration_line(y, platt.transform(shifted))
+    assert slope == pytest.approx(1.0, abs=1e-4) and intercept == pytest.approx(0.0, abs=1e-3)
+    temperature = fit_calibration("temperature", shifted, y).transform(shifted)
+    assert expected_calibration_error(y, platt.transform(shifted)) < expected_calibration_error(
+        y, temperature
+    )
+
+
+def ensemble_cohort(
+    member_noise: float, seed: int, members: int = 5, n: int = 20000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and new stays; every member's log-odds = what can be learnt + its own noise.
+
+    Returns member log-odds on the training stays (K, n), the member that did not train
+    on each, their outcomes, the members' log-odds on new stays and those outcomes.
+    """
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(-2.0, 1.5, (2, n))
+    died = (rng.uniform(size=(2, n)) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    learnable = true_logit + rng.normal(0, 0.8, (2, n))
+    logits = learnable[:, None] + rng.normal(0, member_noise, (2, members, n))
+    return logits[0], np.arange(n) % members, died[0], logits[1], died[1]
+
+
+def test_ensemble_calibration_fits_the_mean_that_is_served() -> None:
+    """Calibrated on one member's out-of-fold log-odds, the members' mean is too timid
+    (slope > 1) on new stays; calibrated for the mean, its slope is near 1."""
+    train, held_out_by, y, new, y_new = ensemble_cohort(member_noise=0.6, seed=8)
+    out_of_fold = train[held_out_by, np.arange(y.size)]
+    plain = fit_calibration("platt", 1 / (1 + np.exp(-out_of_fold)), y)
+    served, as_served = fit_ensemble_calibration(train, held_out_by, y)
+    served_risk = 1 / (1 + np.exp(-new.mean(axis=0)))
+
+    def slope_on_new_stays(calibrator: PlattScaling) -> float:
+        slope, _, _ = calibration_line(y_new, calibrator.transform(served_risk))
+        assert slope is not None
+        return slope
+
+    assert slope_on_new_stays(plain) > 1.08
+    assert slope_on_new_stays(served) == pytest.approx(1.0, abs=0.05)
+    details = served.ensemble
+    assert details is not None and details["members"] == 5
+    assert details["member_disagreement"] == pytest.approx(0.6**2, rel=0.05)
+    # The returned log-odds keep the out-of-fold ranking at the spread of the mean.
+    assert np.array_equal(np.argsort(as_served), np.argsort(out_of_fold))
+    assert as_served.var() == pytest.approx(new.mean(axis=0).var(), rel=0.05)
+    _, intercept, _ = calibration_line(y, served.transform(1 / (1 + np.exp(-as_served))))
+    assert intercept == pytest.approx(0.0, abs=0.02)
+    restored = load_calibration(json.loads(json.dumps(served.to_dict())))
+    assert np.array_equal(restored.transform(served_risk), served.transform(served_risk))
+
+
+def test_ensemble_calibration_without_disagreement_or_with_two_members() -> None:
+    """Identical members need no correction; with two members none can be measured."""
+    train, held_out_by, y, _, _ = ensemble_cohort(member_noise=0.0, seed=9)
+    out_of_fold = train[held_out_by, np.arange(y.size)]
+    plain = fit_calibration("platt", 1 / (1 + np.exp(-out_of_fold)), y)
+    served, _ = fit_ensemble_calibration(train, held_out_by, y)
+    assert served.slope == pytest.approx(plain.slope, rel=1e-6)
+    pair, pair_held_out, pair_y, _, _ = ensemble_cohort(0.6, seed=9, members=2, n=4000)
+    two, as_served = fit_ensemble_calibration(pair, pair_held_out, pair_y)
+    assert two.ensemble is not None and two.ensemble["members"] == 2
+    assert np.array_equal(as_served, pair[pair_held_out, np.arange(4000)])
+    with pytest.raises(ValueError, match="held_out_by"):
+        fit_ensemble_calibration(pair, np.full(4000, 2), pair_y)
+
+
 def test_no_calibration_and_bad_kinds() -> None:
     none = fit_calibration("none", RISK8, Y8)
     assert np.array_equal(none.transform(RISK8), RISK8)
     assert load_calibration(none.to_dict()).to_dict() == {"kind": "none"}
     with pytest.raises(ValueError, match="unknown calibration"):
-        fit_calibration("platt", RISK8, Y8)
+        fit_calibration("beta", RISK8, Y8)
     with pytest.raises(ValueError, match="unknown calibration"):
         load_calibration({"kind": "pickle"})
     with pytest.raises(ValueError, match=r"\[0, 1\]"):

@@ -194,29 +194,62 @@ def test_saved_model_predicts_the_same(
     assert document["threshold"]["rule"] == "event1"
 
 
-@pytest.mark.parametrize("arch", ["tsfel-gbm", "lstm"])
-def test_engine_window_scores_like_offline_prediction(
-    arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
-) -> None:
-    """The engine's path (one window from raw events) equals the batch path on that stay."""
-    model = models[arch]
-    test = build_cohort(simulated["events"], simulated["test"], model.grid)
-    batch = model.predict_windows(test.windows, test.stays)
-    for row in (0, 7):
-        stay = test.stays.row(row, named=True)
-        events = simulated["events"].filter(pl.col("stay_id") == stay["stay_id"])
-        offsets = (events["time"] - stay["admit_time"]).dt.total_microseconds() / 6e7
-        raw = window(
-            model.grid,
-            offsets.to_numpy(),
-            events["code"].to_list(),
-            events["numeric_value"].to_numpy(),
+@pytest.fixture(scope="module")
+def folders(
+    simulated: dict[str, pl.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The simulated training and test stays as canonical data folders."""
+    root = tmp_path_factory.mktemp("canonical")
+    out = {}
+    for name in ("train", "test"):
+        folder = out[name] = root / name
+        folder.mkdir()
+        ids = simulated[name]["stay_id"].implode()
+        simulated["events"].filter(pl.col("stay_id").is_in(ids)).write_parquet(
+            folder / "events.parquet"
         )
-        one = model.predict_window(raw, stay)
-        assert one["mortality"] == pytest.approx(batch.mortality[row], abs=1e-5)
+        simulated[name].write_parquet(folder / "stays.parquet")
+    return out
+
+
+def engine_window(model: SurvivalModel, events: pl.DataFrame, stay: dict) -> np.ndarray:
+    """The raw window the engine builds for a bed: its events, offsets from admission."""
+    mine = events.filter(pl.col("stay_id") == stay["stay_id"])
+    offsets = (mine["time"] - stay["admit_time"]).dt.total_microseconds() / 6e7
+    return window(
+        model.grid, offsets.to_numpy(), mine["code"].to_list(), mine["numeric_value"].to_numpy()
+    )
+
+
+@pytest.mark.parametrize("arch", list(TINY))
+def test_bedside_predict_scores_like_the_engines_window(
+    arch: str,
+    models: dict[str, SurvivalModel],
+    simulated: dict[str, pl.DataFrame],
+    folders: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """Every test stay: ``bedside predict`` (the batch path, from the saved model) and
+    ``predict_window`` on the window the engine builds from raw events agree to 1e-5."""
+    models[arch].save(tmp_path / "model")
+    out = tmp_path / "scores.parquet"
+    command = ["predict", "--model", str(tmp_path / "model"), "--data", str(folders["test"])]
+    assert main([*command, "--out", str(out)]) == 0
+    offline = pl.read_parquet(out)
+    engine = SurvivalModel.load(tmp_path / "model")
+    stays = simulated["test"].sort("stay_id")
+    assert offline["stay_id"].to_list() == stays["stay_id"].to_list()
+    for row, stay in enumerate(stays.iter_rows(named=True)):
+        one = engine.predict_window(engine_window(engine, simulated["events"], stay), stay)
+        assert one["mortality"] == pytest.approx(offline["mortality"][row], abs=1e-5)
+        assert (one["mortality"] >= engine.threshold) == offline["alert"][row]
         for h, risk in one["risks"].items():
-            assert risk == pytest.approx(batch.risks[h][row], abs=1e-5)
-        assert [t for t, _ in one["survival"]] == list(model.intervals_h)
+            assert risk == pytest.approx(offline[f"risk_{h:g}h"][row], abs=1e-5)
+        for t, surv in one["survival"]:
+            assert surv == pytest.approx(offline[f"surv_{t:g}h"][row], abs=1e-5)
+    test = build_cohort(simulated["events"], simulated["test"], engine.grid)
+    batch = models[arch].predict_windows(test.windows, test.stays)
+    np.testing.assert_allclose(batch.mortality, offline["mortality"].to_numpy(), atol=1e-5)
 
 
 def test_integrated_gradients_add_up_to_the_logit_change(
@@ -255,9 +288,11 @@ def test_a_trained_imputation_model_travels_with_the_model(
     imputer = LinearImputer().fit(standardiser.transform(windows.values))
     ImputationModel(PHYSIONET_2012, standardiser, imputer, untrained).save(tmp_path / "imp")
     options = FitOptions(
-        arch="cnn", imputer_dir=tmp_path / "imp", params=dict(TINY["cnn"]), seed=3, folds=2
+        arch="cnn", imputer_dir=tmp_path / "imp", params=dict(TINY["cnn"]), seed=3, folds=3
     )
     model, _ = fit_model(simulated["events"], simulated["train"], options)
+    # Three members: the calibration is made for their mean (see fit_ensemble_calibration).
+    assert model.calibration.ensemble["variance_ratio"] >= 1.0
     model.save(tmp_path / "model")
     loaded = SurvivalModel.load(tmp_path / "model")
     assert (tmp_path / "model" / "imputation" / "model.json").exists()
@@ -274,17 +309,8 @@ def test_a_trained_imputation_model_travels_with_the_model(
 # --- the commands ---------------------------------------------------------------------
 
 
-def test_train_evaluate_predict_commands(
-    simulated: dict[str, pl.DataFrame], tmp_path: Path
-) -> None:
-    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
-    for folder, stays in ((train_dir, simulated["train"]), (test_dir, simulated["test"])):
-        folder.mkdir()
-        ids = stays["stay_id"].implode()
-        simulated["events"].filter(pl.col("stay_id").is_in(ids)).write_parquet(
-            folder / "events.parquet"
-        )
-        stays.write_parquet(folder / "stays.parquet")
+def test_train_evaluate_predict_commands(folders: dict[str, Path], tmp_path: Path) -> None:
+    train_dir, test_dir = folders["train"], folders["test"]
     model_dir, report_dir = tmp_path / "model", tmp_path / "report"
     arguments = ["--data", str(train_dir), "--arch", "tsfel-lr", "--search-trials", "2"]
     assert main(["train", "survival", *arguments, "--out", str(model_dir)]) == 0

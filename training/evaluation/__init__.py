@@ -5,7 +5,8 @@
   bootstrap intervals (:func:`binary_metrics`), and survival-curve metrics
   (:func:`survival_metrics`); everything JSON-able, for ``metrics.json``.
 - :mod:`~bedside.training.evaluation.calibration`: post-hoc calibration (temperature
-  scaling, isotonic), saved as JSON.
+  scaling, logistic, isotonic; :func:`fit_ensemble_calibration` for the mean of an
+  ensemble's members), saved as JSON.
 - :mod:`~bedside.training.evaluation.report`: ``report.html``, self-contained, in plain
   language (imported on its own: it needs matplotlib).
 
@@ -16,8 +17,10 @@ computed on test stays that neither saw.
 from bedside.training.evaluation.calibration import (
     IsotonicCalibration,
     NoCalibration,
+    PlattScaling,
     TemperatureScaling,
     fit_calibration,
+    fit_ensemble_calibration,
     load_calibration,
 )
 from bedside.training.evaluation.metrics import (
@@ -30,11 +33,13 @@ from bedside.training.evaluation.metrics import (
 __all__ = [
     "IsotonicCalibration",
     "NoCalibration",
+    "PlattScaling",
     "PredictionError",
     "TemperatureScaling",
     "binary_metrics",
     "choose_threshold",
     "fit_calibration",
+    "fit_ensemble_calibration",
     "load_calibration",
     "survival_metrics",
 ]

@@ -111,7 +111,8 @@ class BedState:
     #: Recent (event, stay) patient events, to drop repeated ones.
     patient_events: list[tuple[str, str]] = field(default_factory=list)
     window: RollingWindow | None = None
-    pending: list[tuple[float, str, float]] = field(default_factory=list)
+    #: Values not yet in the window: (time, {concept: value}) in arrival order.
+    pending: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     detectors: Any = None
     waveforms: dict[str, SignalBuffer] = field(default_factory=dict)
     streams: dict[str, SeqTracker] = field(default_factory=dict)
@@ -381,10 +382,9 @@ class Engine:
             if state.last_scored_s is not None and time_s < state.last_scored_s:
                 # Its minute is scored already: it still counts for the next ones.
                 metrics.LATE.inc(len(values))
-                for concept, value in values.items():
-                    state.window.add(time_s, concept, value)
-            else:
-                state.pending.extend((time_s, c, v) for c, v in values.items())
+                state.window.add_values(time_s, values)
+            elif values:
+                state.pending.append((time_s, values))
         return self._records(ANOMALIES_TOPIC, anomalies)
 
     def _waveform(self, state: BedState, chunk: WaveformChunk, start_s: float) -> list[Outgoing]:
@@ -442,10 +442,10 @@ class Engine:
 
     def _score(self, state: BedState, at_s: float) -> list[Outgoing]:
         assert state.window is not None and state.admit_s is not None
-        ready = sorted(p for p in state.pending if p[0] < at_s)
+        ready = sorted((p for p in state.pending if p[0] < at_s), key=lambda p: p[0])
         state.pending = [p for p in state.pending if p[0] >= at_s]
-        for time_s, concept, value in ready:
-            state.window.add(time_s, concept, value)
+        for time_s, values in ready:
+            state.window.add_values(time_s, values)
         state.last_scored_s = at_s
         scored = self.model.predict_window(state.window.values(at_s), state.statics)
         imputed = 1.0 - state.window.observed_fraction(at_s)

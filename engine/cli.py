@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     # One thread per worker: a single window is scored fastest without thread hand-offs.
     torch.set_num_threads(1)
     engine = Engine(settings)
+    # The model, the libraries and the settings live as long as the process: keep them
+    # out of the garbage collector's full passes, which would otherwise rescan them.
+    gc.freeze()
     flow = kafka_flow(engine, kafka, from_start=not args.from_end, batch_size=args.batch_size)
     if args.metrics_port:
         from prometheus_client import start_http_server

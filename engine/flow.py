@@ -166,12 +166,15 @@ def kafka_flow(
     config = kafka.librdkafka_config()
     brokers = kafka.servers()
     extra = {k: v for k, v in config.items() if k != "bootstrap.servers"}
+    # Fetch what is there within 50 ms (librdkafka waits up to 500 ms by default), and
+    # keep at most 16 MB read ahead per partition (64 MB by default).
+    consumer = {**extra, "fetch.wait.max.ms": "50", "queued.max.messages.kbytes": "16384"}
     source = KafkaSource(
         brokers,
         list(INPUT_TOPICS),
         tail=True,
         starting_offset=OFFSET_BEGINNING if from_start else OFFSET_END,
-        add_config=extra,
+        add_config=consumer,
         batch_size=batch_size,
         raise_on_errors=False,
     )

@@ -26,6 +26,7 @@ array([[85., nan],
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,6 +313,29 @@ class RollingWindow:
         self._sums[slot, variable] += value
         self._counts[slot, variable] += 1
         return True
+
+    def add_values(self, time_s: float, values: dict[str, float]) -> int:
+        """:meth:`add` for the values of one sample; how many were kept."""
+        step = self.step_of(time_s)
+        if step < 0:
+            return 0
+        slot = step % self.grid.steps
+        held = self._held[slot]
+        if held > step:
+            return 0
+        if held < step:
+            self._sums[slot] = 0.0
+            self._counts[slot] = 0
+            self._held[slot] = step
+        kept = 0
+        sums, counts, index = self._sums[slot], self._counts[slot], self._index
+        for concept, value in values.items():
+            variable = index.get(concept)
+            if variable is not None and math.isfinite(value):
+                sums[variable] += value
+                counts[variable] += 1
+                kept += 1
+        return kept
 
     def _slots(self, at_s: float) -> tuple[np.ndarray, np.ndarray]:
         steps = np.arange(self.first_step(at_s), self.first_step(at_s) + self.grid.steps)

@@ -727,6 +727,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_engine.add_argument(
         "--realtime-seconds", type=int, default=150, help="length of the real-time run (150)"
     )
+    bench_engine.add_argument(
+        "--epoch", type=float, default=1.0, help="the engine's epoch in the real-time run (1 s)"
+    )
     bench_engine.add_argument("--seed", type=int, default=2026)
     bench_engine.add_argument("--json", type=Path, help="write the figures here")
     bench_engine.set_defaults(handler="bedside.engine.bench:run")

@@ -259,9 +259,11 @@ def engine_throughput(servers: str, model: Path, expected: int, processes: int) 
     }
 
 
-def realtime(servers: str, model: Path, beds: int, seconds: float, seed: int) -> dict[str, Any]:
+def realtime(
+    servers: str, model: Path, beds: int, seconds: float, seed: int, epoch_s: float = 10.0
+) -> dict[str, Any]:
     port = free_port()
-    engine = _engine(servers, model, port, ["--from-end"])
+    engine = _engine(servers, model, port, ["--from-end", "--epoch", str(epoch_s)])
     time.sleep(8.0)  # start-up (imports, model) before the ward goes live
     rng = np.random.default_rng(seed)
     producer = _producer(servers)
@@ -286,10 +288,20 @@ def realtime(servers: str, model: Path, beds: int, seconds: float, seed: int) ->
         buckets = _histogram(port, "bedside_engine_score_latency_seconds")
         scores = _metric(port, "bedside_engine_scores_total")
         memory = _proc(engine.pid, "VmHWM")
+        # Read before the engine stops: at shutdown it scores the minutes still waiting
+        # for their lateness, which would count as late publications here.
+        published = published_latencies(servers)
     finally:
         engine.send_signal(signal.SIGTERM)
         engine.wait(timeout=20)
     return {
+        "published_latency_s": {
+            "n": len(published),
+            "p50": float(np.percentile(published, 50)) if published else None,
+            "p99": float(np.percentile(published, 99)) if published else None,
+            "max": float(max(published)) if published else None,
+        },
+        "histogram": buckets,
         "beds": beds,
         "seconds": seconds,
         "scores": scores,
@@ -298,6 +310,40 @@ def realtime(servers: str, model: Path, beds: int, seconds: float, seed: int) ->
         "cpu_share_of_one_core": cpu,
         "peak_memory_mib": memory,
     }
+
+
+def published_latencies(servers: str, lateness_s: float = 5.0) -> list[float]:
+    """Seconds from the moment a score's minute could be scored (its time plus the
+    lateness, when the ward's clocks are the wall clock, as in the real-time run) to the
+    moment its record was published (its Kafka timestamp)."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from bedside.schemas.messages import SCORES_TOPIC
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": servers,
+            "group.id": "bedside-bench-scores",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    metadata = consumer.list_topics(SCORES_TOPIC, timeout=10)
+    partitions = list(metadata.topics[SCORES_TOPIC].partitions)
+    consumer.assign([TopicPartition(SCORES_TOPIC, p, OFFSET_BEGINNING) for p in partitions])
+    latencies: list[float] = []
+    finished: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(finished) < len(partitions) and time.monotonic() < deadline:
+        for message in consumer.consume(5000, 1.0):
+            if message.error() is not None:
+                finished.add(int(message.partition() or 0))
+                continue
+            score = decode(SCORES_TOPIC, message.value() or b"")
+            published_s = message.timestamp()[1] / 1000.0
+            latencies.append(published_s - score.time.timestamp() - lateness_s)
+    consumer.close()
+    return latencies
 
 
 def bed_state_bytes(model: Path) -> int:
@@ -361,7 +407,16 @@ def run(args: argparse.Namespace) -> int:
                 runs.append(result)
             live = None
             if args.realtime_seconds > 0:
-                live = realtime(servers, model, args.beds, args.realtime_seconds, args.seed + 1)
+                live = realtime(
+                    servers, model, args.beds, args.realtime_seconds, args.seed + 1, args.epoch
+                )
+                e2e = live["published_latency_s"]
+                if e2e["n"]:
+                    print(
+                        f"real time, published scores: {e2e['n']}, latency from the minute's "
+                        f"end plus lateness to publication p50 {e2e['p50']:.2f} s, "
+                        f"p99 {e2e['p99']:.2f} s, max {e2e['max']:.2f} s"
+                    )
                 print(
                     f"real time, {args.beds} beds for {args.realtime_seconds} s: "
                     f"{live['scores']:.0f} scores, "

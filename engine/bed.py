@@ -110,6 +110,9 @@ class BedState:
     closed_stays: list[str] = field(default_factory=list)
     #: Recent (event, stay) patient events, to drop repeated ones.
     patient_events: list[tuple[str, str]] = field(default_factory=list)
+    #: Patient events waiting for the bed's values to reach them: (time, when held
+    #: by the wall clock, record).
+    held: list[tuple[float, float, Accepted]] = field(default_factory=list)
     window: RollingWindow | None = None
     #: Values not yet in the window: (time, {concept: value}) in arrival order.
     pending: list[tuple[float, dict[str, float]]] = field(default_factory=list)
@@ -215,8 +218,39 @@ class Engine:
         return out
 
     def finish(self, state: BedState) -> list[Outgoing]:
-        """The input ended: score every minute the bed's clock has passed."""
-        return self._score_due(state, final=True)
+        """The input ended: apply what is held, score every minute the clock has passed."""
+        out = self._release(state, math.inf)
+        return out + self._score_due(state, final=True)
+
+    def release_held(self, state: BedState, now_s: float) -> list[Outgoing]:
+        """Apply the patient events held longer than ``patient_hold_s`` (wall clock)."""
+        hold = self.settings.patient_hold_s
+        due = [h for h in state.held if h[1] + hold <= now_s]
+        if not due:
+            return []
+        return self._release(state, max(h[0] for h in due))
+
+    def next_release_s(self, state: BedState) -> float | None:
+        """When the oldest held patient event is due (wall clock), if any is held."""
+        if not state.held:
+            return None
+        return float(min(h[1] for h in state.held) + self.settings.patient_hold_s)
+
+    def _release(self, state: BedState, until_s: float) -> list[Outgoing]:
+        """Apply, in time order, the held patient events timed at or before ``until_s``."""
+        ready = [h for h in state.held if h[0] <= until_s]
+        if not ready:
+            return []
+        state.held = [h for h in state.held if h[0] > until_s]
+        out: list[Outgoing] = []
+        for time_s, _, item in sorted(ready, key=lambda h: h[0]):
+            try:
+                out.extend(self._patient_event(state, item, time_s))
+                out.extend(self._score_due(state, final=False))
+            except Exception as error:  # as in process(): never stop on one record
+                metrics.LOG.error("patient event failed: %s", type(error).__name__)
+                out.extend(self._reject(item, "bed", f"{type(error).__name__}: {error}"))
+        return out
 
     def _reject(self, item: Accepted, step: str, error: str) -> list[Outgoing]:
         metrics.outcome(item.topic, "deadlettered")
@@ -240,7 +274,12 @@ class Engine:
                 item, "clock", f"timed {time_s - time.time():.0f} s in the future (clock skew?)"
             )
         if isinstance(message, Admit | Discharge | Death):
-            return self._patient_event(state, item, time_s)
+            if settings.patient_hold_s <= 0:
+                return self._patient_event(state, item, time_s)
+            # Held until the bed's values reach its time (another topic may be read ahead
+            # of the values after a backlog), or patient_hold_s at most.
+            state.held.append((time_s, time.time(), item))
+            return []
         stream = (
             f"vitals:{message.source}"
             if isinstance(message, Vitals)
@@ -250,18 +289,19 @@ class Engine:
         if tracker.is_duplicate(message.seq, time_s):
             metrics.outcome(item.topic, "duplicate")
             return []
+        released = self._release(state, time_s) if state.held else []
         if message.stay_id is not None and message.stay_id in state.closed_stays:
             # Its stay has left the bed (read after its discharge, another topic being
             # ahead): valid, but its scores are final. Counted, not dead-lettered.
             metrics.LATE.inc()
             metrics.outcome(item.topic, "processed")
-            return []
+            return released
         max_late = self.max_late_s
         if state.clock_s is not None and time_s < state.clock_s - max_late:
-            return self._reject(
+            return released + self._reject(
                 item, "clock", f"{state.clock_s - time_s:.0f} s late, older than {max_late:g} s"
             )
-        out: list[Outgoing] = []
+        out: list[Outgoing] = released
         if message.stay_id is not None and message.stay_id != state.stay_id:
             out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
             self._open(state, message.stay_id, time_s)

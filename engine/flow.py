@@ -21,8 +21,9 @@ recovery store) at the end of each epoch when recovery is on.
 from __future__ import annotations
 
 import pickle
+import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,18 @@ class BedLogic(StatefulBatchLogic[Accepted, Outgoing, bytes]):
         if self.state is None:
             return [], StatefulBatchLogic.RETAIN
         return self.engine.finish(self.state), StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Outgoing], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self.engine.release_held(self.state, time.time()), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """Wake up when a held patient event is due (the bed may be silent by then)."""
+        if self.state is None:
+            return None
+        due = self.engine.next_release_s(self.state)
+        return None if due is None else datetime.fromtimestamp(due, UTC)
 
     def snapshot(self) -> bytes:
         return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

@@ -14,9 +14,14 @@ still enters the window of the following scores. One older than the bed's clock 
 more than ``max_late_s`` (default: the model's window) is dead-lettered, as is one timed
 more than
 ``future_limit_s`` after the engine's wall clock (a device with a wrong clock;
-``None`` turns this off, for accelerated replays of archived data). Admissions,
-discharges and deaths are applied whenever they are read: after a backlog one topic
-may be read ahead of another.
+``None`` turns this off, for accelerated replays of archived data).
+
+Admissions, discharges and deaths come on another topic than the values, and after a
+backlog one topic may be read far ahead of the other. A patient event is therefore
+held until the bed's values reach its time (or for ``patient_hold_s`` of wall-clock
+time at most, when the bed falls silent, as it does after a discharge) and then
+applied in time order with the values; one read after its stay's values is applied
+when read.
 
 >>> settings = EngineSettings(lateness_s=10)
 >>> settings.alerts.persistence, settings.score_every_s
@@ -110,6 +115,9 @@ class EngineSettings(BaseSettings):
     beds: frozenset[str] | None = None
     #: Sequence numbers remembered per bed and stream to drop duplicates.
     dedupe_window: Annotated[int, Field(ge=16)] = 256
+    #: Longest wait (wall-clock seconds) of an admission, discharge or death for the
+    #: bed's values to reach its time before it is applied anyway; 0 applies at once.
+    patient_hold_s: Annotated[float, Field(ge=0.0)] = 15.0
     #: Seconds of waveform analysed for each derived numeric (and how often).
     waveform_window_s: Annotated[float, Field(ge=2.0, le=30.0)] = 10.0
     alerts: AlertPolicy = AlertPolicy()

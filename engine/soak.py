@@ -48,7 +48,15 @@ from bedside.engine.bench import (
     create_topics,
 )
 from bedside.replay.tansu import TansuBroker, free_port
-from bedside.schemas.messages import PATIENT_TOPIC, SCORES_TOPIC, Admit, Death, Discharge, decode
+from bedside.schemas.messages import (
+    PATIENT_TOPIC,
+    SCORES_TOPIC,
+    Admit,
+    Death,
+    Discharge,
+    MessageError,
+    decode,
+)
 
 BEDSIDE = str(Path(sys.executable).with_name("bedside"))
 
@@ -87,7 +95,10 @@ def check_minutes(servers: str, lateness_s: float) -> dict[str, Any]:
     """Every stay's scores: a minute apart, no gap, from admission to discharge."""
     stays: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for value in read_topic(servers, PATIENT_TOPIC):
-        event = decode(PATIENT_TOPIC, value)
+        try:
+            event = decode(PATIENT_TOPIC, value)
+        except MessageError:  # an injected fault: the engine dead-lettered it too
+            continue
         key = (event.bed, event.stay_id)
         if isinstance(event, Admit):
             stays[key]["admit"] = event.time.timestamp()

@@ -118,7 +118,12 @@ class StaticEncoder:
         ranges = StaticEncoder._ranges()
         out = {}
         for column in NUMERIC_STATICS:
-            values = stays[column].cast(pl.Float64).fill_null(np.nan).to_numpy().copy()
+            # A list, not a polars expression: the engine encodes one stay per score, and a
+            # lazy cast costs more than the whole model there.
+            values = np.array(
+                [np.nan if v is None else float(v) for v in stays[column].to_list()],
+                dtype=np.float64,
+            )
             low, high = ranges[column]
             values[(values < low) | (values > high)] = np.nan
             out[column] = values

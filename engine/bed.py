@@ -156,6 +156,9 @@ class Engine:
             self.reference = population_reference(Path(detectors_dir))
         self.max_catch_up = settings.max_catch_up or 2880
         self.max_late_s = settings.max_late_s or 48 * 3600.0
+        #: Latest time of any value this process has read (all its beds): how far the
+        #: input has got, which tells a silent bed from a topic read ahead.
+        self.ward_clock_s = -math.inf
         if model is not None:
             self._use(model)
 
@@ -203,7 +206,7 @@ class Engine:
 
     def process(self, state: BedState, items: Iterable[Accepted]) -> list[Outgoing]:
         """Everything a batch of a bed's records causes, in order."""
-        out: list[Outgoing] = []
+        out: list[Outgoing] = self.release_held(state, time.time()) if state.held else []
         for item in items:
             try:
                 out.extend(self._one(state, item))
@@ -223,18 +226,22 @@ class Engine:
         return out + self._score_due(state, final=True)
 
     def release_held(self, state: BedState, now_s: float) -> list[Outgoing]:
-        """Apply the patient events held longer than ``patient_hold_s`` (wall clock)."""
-        hold = self.settings.patient_hold_s
-        due = [h for h in state.held if h[1] + hold <= now_s]
+        """Apply the held patient events the bed's silence no longer explains: the other
+        beds' values are ``patient_hold_s`` past their time, or (a ward gone quiet) they
+        waited ``patient_hold_wall_s`` of wall clock."""
+        if not state.held:
+            return []
+        margin, wall = self.settings.patient_hold_s, self.settings.patient_hold_wall_s
+        due = [h for h in state.held if h[0] + margin <= self.ward_clock_s or h[1] + wall <= now_s]
         if not due:
             return []
         return self._release(state, max(h[0] for h in due))
 
-    def next_release_s(self, state: BedState) -> float | None:
-        """When the oldest held patient event is due (wall clock), if any is held."""
+    def next_release_s(self, state: BedState, now_s: float) -> float | None:
+        """When to look at the held patient events again (wall clock), if any is held."""
         if not state.held:
             return None
-        return float(min(h[1] for h in state.held) + self.settings.patient_hold_s)
+        return now_s + 5.0
 
     def _release(self, state: BedState, until_s: float) -> list[Outgoing]:
         """Apply, in time order, the held patient events timed at or before ``until_s``."""
@@ -290,6 +297,8 @@ class Engine:
             metrics.outcome(item.topic, "duplicate")
             return []
         released = self._release(state, time_s) if state.held else []
+        if time_s > self.ward_clock_s:
+            self.ward_clock_s = time_s
         if message.stay_id is not None and message.stay_id in state.closed_stays:
             # Its stay has left the bed (read after its discharge, another topic being
             # ahead): valid, but its scores are final. Counted, not dead-lettered.

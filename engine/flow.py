@@ -71,7 +71,7 @@ class BedLogic(StatefulBatchLogic[Accepted, Outgoing, bytes]):
         """Wake up when a held patient event is due (the bed may be silent by then)."""
         if self.state is None:
             return None
-        due = self.engine.next_release_s(self.state)
+        due = self.engine.next_release_s(self.state, time.time())
         return None if due is None else datetime.fromtimestamp(due, UTC)
 
     def snapshot(self) -> bytes:

@@ -18,10 +18,11 @@ more than
 
 Admissions, discharges and deaths come on another topic than the values, and after a
 backlog one topic may be read far ahead of the other. A patient event is therefore
-held until the bed's values reach its time (or for ``patient_hold_s`` of wall-clock
-time at most, when the bed falls silent, as it does after a discharge) and then
-applied in time order with the values; one read after its stay's values is applied
-when read.
+held until the bed's values reach its time and then applied in time order with them.
+A bed that falls silent, as it does after a discharge, is told apart from a lagging
+topic by the other beds: once their values are ``patient_hold_s`` past the event's
+time (or, if all input stops, after ``patient_hold_wall_s`` of wall clock) it is
+applied. An event read after its stay's values is applied when read.
 
 >>> settings = EngineSettings(lateness_s=10)
 >>> settings.alerts.persistence, settings.score_every_s
@@ -115,9 +116,12 @@ class EngineSettings(BaseSettings):
     beds: frozenset[str] | None = None
     #: Sequence numbers remembered per bed and stream to drop duplicates.
     dedupe_window: Annotated[int, Field(ge=16)] = 256
-    #: Longest wait (wall-clock seconds) of an admission, discharge or death for the
-    #: bed's values to reach its time before it is applied anyway; 0 applies at once.
-    patient_hold_s: Annotated[float, Field(ge=0.0)] = 15.0
+    #: An admission, discharge or death waits for the bed's values to reach its time;
+    #: a silent bed's waits until the other beds' values are this many seconds past it
+    #: (0: patient events are applied as soon as read).
+    patient_hold_s: Annotated[float, Field(ge=0.0)] = 60.0
+    #: ... or, when the whole input is quiet, this many seconds of wall clock.
+    patient_hold_wall_s: Annotated[float, Field(gt=0.0)] = 600.0
     #: Seconds of waveform analysed for each derived numeric (and how often).
     waveform_window_s: Annotated[float, Field(ge=2.0, le=30.0)] = 10.0
     alerts: AlertPolicy = AlertPolicy()

@@ -44,7 +44,10 @@ class KafkaSettings(BaseSettings):
     The password is a ``SecretStr``: it never appears in a repr or a log line.
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+    # A refused configuration's error must not echo its input: it holds the password.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", hide_input_in_errors=True
+    )
 
     #: Comma-separated ``host:port`` list.
     bootstrap_servers: str = "localhost:9092"

@@ -16,7 +16,12 @@ Records are read with the ``wfdb`` package, five minutes at a time, so a day-lon
   a segment is shorter); samples WFDB marks invalid are ``None``, and a chunk with no
   valid sample is not sent;
 * signals the dictionary does not know are reported once (one warning per name) and
-  left out.
+  left out;
+* damaged records: a header wfdb cannot parse, or whose rate, signal count or dates
+  cannot be right, is a :class:`ReplayError` naming it; a signal file that cannot be
+  read to its last frame (truncated, wrong format or layout) is skipped with a warning,
+  like a missing one; invalid and non-finite samples are left out like WFDB's invalid
+  ones.
 
 A record and its numerics record (``X`` and ``Xn`` in one folder) are one bed, whose
 stay id is ``X``. A folder given on the command line stands for every record under it.
@@ -45,11 +50,22 @@ import wfdb
 
 from bedside.replay.ward import Draft, Feed, ReplayError, ReplayWarning, Timed, to_us
 from bedside.schemas.concepts import IDENTITY, Conversion, load_concepts
-from bedside.schemas.messages import MAX_WAVEFORM_SAMPLES, Admit, Discharge, Vitals, WaveformChunk
+from bedside.schemas.messages import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_WAVEFORM_HZ,
+    MAX_WAVEFORM_SAMPLES,
+    Admit,
+    Discharge,
+    Vitals,
+    WaveformChunk,
+)
 from bedside.schemas.tables import TIME_ANCHOR
 
 #: Signals sampled at this rate or slower are numerics; faster ones are waveforms.
 NUMERIC_MAX_HZ: Final = 10.0
+#: Per-signal fields of a WFDB header, one entry per signal each.
+_SIGNAL_FIELDS: Final = ("file_name", "fmt", "samps_per_frame", "adc_gain", "baseline", "units")
 #: ``Vitals.source`` of values read from a bedside monitor's record.
 MONITOR_SOURCE: Final = "monitor"
 #: Frames read from disk at a time (five minutes of chunks, at least 4096 frames): each
@@ -140,13 +156,20 @@ def find_records(path: Path) -> list[Path]:
         for header in headers:
             first = _first_line(header)
             if "/" in first.split(maxsplit=1)[0]:  # "name/segments ..." is a master header
-                record = wfdb.rdheader(str(header.with_suffix("")))
+                record = read_header(header.with_suffix(""))
                 listed.update(header.parent / name for name in record.seg_name if name != "~")
         return [h.with_suffix("") for h in headers if h.with_suffix("") not in listed]
     record = path.with_suffix("") if path.suffix == ".hea" else path
     if not record.with_name(record.name + ".hea").is_file():
         raise ReplayError(f"{path}: no such WFDB record (looked for {record.name}.hea)")
     return [record]
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _first_line(header: Path) -> str:
@@ -157,12 +180,38 @@ def _first_line(header: Path) -> str:
     raise ReplayError(f"{header}: empty WFDB header")
 
 
-def open_record(path: Path) -> WfdbRecord | None:
-    """Read a record's headers; None (with a warning) when none of its data is on disk."""
+def read_header(path: Path) -> wfdb.Record | wfdb.MultiRecord:
+    """``path.hea`` as wfdb reads it, checked: a ReplayError if it cannot be right."""
     try:
         header = wfdb.rdheader(str(path))
-    except (OSError, ValueError) as error:
-        raise ReplayError(f"{path}.hea: unreadable WFDB header ({error})") from error
+    except Exception as error:  # wfdb's parser raises whatever a malformed line trips on
+        reason = str(error) or type(error).__name__
+        raise ReplayError(f"{path}.hea: unreadable WFDB header ({reason})") from error
+    # wfdb reads a rate it cannot parse as its default (250 Hz): compare with the text.
+    fields = _first_line(path.with_name(path.name + ".hea")).split()
+    written = fields[2].split("/")[0].split("(")[0] if len(fields) > 2 else str(header.fs)
+    fs = header.fs
+    if not isinstance(fs, int | float) or not math.isfinite(fs) or fs <= 0:
+        raise ReplayError(f"{path}.hea: sampling frequency {written!r} is not a positive number")
+    if _number(written) != float(fs):
+        raise ReplayError(f"{path}.hea: sampling frequency {written!r}, which wfdb reads as {fs}")
+    if isinstance(header, wfdb.MultiRecord):
+        return header
+    n_sig = header.n_sig or 0
+    for name in ("sig_name", *_SIGNAL_FIELDS):
+        if len(getattr(header, name) or []) != n_sig:
+            raise ReplayError(
+                f"{path}.hea: the record line announces {n_sig} signals, the signal lines "
+                f"give {len(getattr(header, name) or [])} ({name})"
+            )
+    if any(not per_frame or per_frame < 1 for per_frame in header.samps_per_frame or []):
+        raise ReplayError(f"{path}.hea: a signal has {header.samps_per_frame} samples per frame")
+    return header
+
+
+def open_record(path: Path) -> WfdbRecord | None:
+    """Read a record's headers; None (with a warning) when none of its data is on disk."""
+    header = read_header(path)
     directory, name = path.parent, path.name
     if isinstance(header, wfdb.MultiRecord):
         segments, signals = _present_segments(directory, name, header)
@@ -173,11 +222,22 @@ def open_record(path: Path) -> WfdbRecord | None:
     else:
         segments = [Segment(name, 0, header.sig_len, header)] if header.sig_len else []
         signals = list(header.sig_name or [])
+        damage = _unreadable(directory, segments[0]) if segments else "no signal length"
+        if damage:
+            segments, signals = [], []
+            message = f"WFDB record {name}: no readable samples ({damage}); record skipped"
+            warnings.warn(ReplayWarning(message), stacklevel=2)
     if not segments:
         if isinstance(header, wfdb.MultiRecord):
             warnings.warn(ReplayWarning(f"WFDB record {name}: no segment has data"), stacklevel=2)
         return None
-    return WfdbRecord(
+    fastest = header.fs * max(max(s.header.samps_per_frame, default=1) for s in segments)
+    if header.fs > NUMERIC_MAX_HZ and fastest > MAX_WAVEFORM_HZ:
+        raise ReplayError(
+            f"{path}.hea: a signal sampled at {fastest:g} Hz, above the "
+            f"{MAX_WAVEFORM_HZ:g} Hz a waveform message carries"
+        )
+    record = WfdbRecord(
         directory=directory,
         name=name,
         fs=float(header.fs),
@@ -186,6 +246,13 @@ def open_record(path: Path) -> WfdbRecord | None:
         signals=tuple(dict.fromkeys(signals)),
         comments=tuple(header.comments or ()),
     )
+    if record.data_start_us < to_us(EARLIEST_TIME) or record.data_end_us > to_us(LATEST_TIME):
+        raise ReplayError(
+            f"{path}.hea: its samples are dated outside the years {EARLIEST_TIME.year}-"
+            f"{LATEST_TIME.year - 1} that messages may carry (base date {header.base_date}, "
+            f"{header.fs:g} Hz)"
+        )
+    return record
 
 
 def _present_segments(
@@ -199,32 +266,63 @@ def _present_segments(
         if segment_name == "~" or length == 0:  # a gap, or the layout header
             continue
         reason = None
-        if not (directory / f"{segment_name}.hea").is_file():
-            reason = "header"
+        if not _is_file(directory / f"{segment_name}.hea"):
+            reason = "header is missing"
         else:
-            segment = wfdb.rdheader(str(directory / segment_name))
-            missing = _data_missing(directory, segment)
-            if missing:
-                reason = f"signal file {missing}"
+            try:
+                segment = read_header(directory / segment_name)
+            except ReplayError as error:
+                segment, reason = None, f"header is unreadable ({error})"
+            if isinstance(segment, wfdb.MultiRecord):
+                reason = "header is another multi-segment record"
+            elif segment is not None and segment.fs != header.fs:
+                reason = f"rate ({segment.fs:g} Hz) is not the record's ({header.fs:g} Hz)"
+            elif segment is not None and (missing := _data_missing(directory, segment)):
+                reason = f"signal file {missing} is missing"
+        if reason is None:
+            # The master header places the segment; its own header may say it is shorter.
+            frames = min(int(length), segment.sig_len or 0)
+            placed = Segment(segment_name, first, frames, segment)
+            if not frames:
+                reason = "header gives no samples"
+            elif damage := _unreadable(directory, placed):
+                reason = f"signal file is unreadable ({damage})"
         if reason:
             warnings.warn(
                 ReplayWarning(
                     f"WFDB record {name}: segment {segment_name} ({length / header.fs:.0f} s) "
-                    f"skipped, its {reason} is missing"
+                    f"skipped, its {reason}"
                 ),
                 stacklevel=3,
             )
             continue
-        # The master header places the segment; its own header may say it is shorter.
-        frames = min(int(length), segment.sig_len)
-        segments.append(Segment(segment_name, first, frames, segment))
+        segments.append(placed)
         signals.extend(segment.sig_name or [])
     return segments, signals
 
 
+def _unreadable(directory: Path, segment: Segment) -> str | None:
+    """Why a segment's samples cannot be read and converted to its last frame, if so
+    (a truncated signal file, a format or layout its header gets wrong)."""
+    try:
+        last = segment.frames - 1
+        _physical(segment.header, _read_digital(directory, segment, last, segment.frames))
+    except Exception as error:  # wfdb's reader fails in whatever way the bytes lead it to
+        return str(error) or type(error).__name__
+    return None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether a file a header names is there (a name too long for the system is not)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _data_missing(directory: Path, header: wfdb.Record) -> str | None:
     for file_name in dict.fromkeys(header.file_name or []):
-        if not (directory / file_name).is_file():
+        if not _is_file(directory / file_name):
             return str(file_name)
     return None
 
@@ -293,17 +391,24 @@ class WfdbBed:
 
     def _read(self, record: WfdbRecord, segment: Segment, start: int, stop: int) -> Iterator[Timed]:
         """Messages of frames ``start:stop`` of a segment, in due order."""
-        digital = _read_digital(record.directory, segment, start, stop)
-        data = copy.copy(segment.header)
+        try:
+            digital = _read_digital(record.directory, segment, start, stop)
+        except Exception as error:  # checked at opening: the file changed since
+            raise ReplayError(
+                f"WFDB record {record.name}: segment {segment.name} became unreadable at "
+                f"frame {start} ({error})"
+            ) from error
+        data = segment.header
         step = _CONVERT_CHUNKS * record.chunk_frames
         for first in range(0, stop - start, step):
             last = min(first + step, stop - start)
-            data.e_d_signal = [
-                signal[first * per_frame : last * per_frame]
-                for signal, per_frame in zip(digital, data.samps_per_frame, strict=True)
-            ]
-            # wfdb's own conversion, so that values are exactly what rdrecord gives.
-            physical = data.dac(expanded=True, return_res=64)
+            physical = _physical(
+                data,
+                [
+                    signal[first * per_frame : last * per_frame]
+                    for signal, per_frame in zip(digital, data.samps_per_frame, strict=True)
+                ],
+            )
             yield from self._block(record, data, physical, segment.first_frame + start + first)
 
     def _block(
@@ -338,7 +443,7 @@ class WfdbBed:
         frame0: int,
     ) -> Iterator[Timed]:
         size = min(record.chunk_frames * per_frame, MAX_WAVEFORM_SAMPLES)
-        invalid = np.isnan(signal)
+        invalid = ~np.isfinite(signal)
         for offset in range(0, signal.size, size):
             piece_invalid = invalid[offset : offset + size]
             if piece_invalid.all():
@@ -346,7 +451,7 @@ class WfdbBed:
             valid: list[float] = signal[offset : offset + size].tolist()
             samples: list[float | None] = list(valid)
             if piece_invalid.any():
-                samples = [None if math.isnan(value) else value for value in valid]
+                samples = [value if math.isfinite(value) else None for value in valid]
             first = frame0 + offset // per_frame
             yield (
                 record.frame_us(first + len(samples) / per_frame),
@@ -372,7 +477,7 @@ class WfdbBed:
         """One ``Vitals`` per instant at which at least one numeric is valid."""
         frames, readings, concepts = [], [], []
         for index, (offsets, signal, _, _) in enumerate(numerics):
-            valid = ~np.isnan(signal)
+            valid = np.isfinite(signal)
             frames.append(offsets[valid])
             readings.append(signal[valid])
             concepts.append(np.full(int(valid.sum()), index))
@@ -394,6 +499,10 @@ class WfdbBed:
                 names[c]: _converted(conversions[c], v)
                 for c, v in zip(group_concept.tolist(), group_value.tolist(), strict=True)
             }
+            if not all(map(math.isfinite, values.values())):  # a conversion overflowed
+                values = {name: v for name, v in values.items() if math.isfinite(v)}
+                if not values:
+                    continue
             fields = {"bed": self.bed, "stay_id": self.stay_id, "source": MONITOR_SOURCE}
             yield moment, Draft(Vitals, moment, {**fields, "values": values})
 
@@ -437,6 +546,15 @@ def _read_digital(directory: Path, segment: Segment, start: int, stop: int) -> l
             return_res=32,
         )
         return list(data.e_d_signal)
+
+
+def _physical(header: wfdb.Record, digital: list[np.ndarray]) -> list[np.ndarray]:
+    """Physical values of digital samples (frames expanded), NaN where invalid."""
+    data = copy.copy(header)
+    data.e_d_signal = digital
+    # wfdb's own conversion, so that values are exactly what rdrecord gives.
+    physical: list[np.ndarray] = data.dac(expanded=True, return_res=64)
+    return physical
 
 
 def _converted(conversion: Conversion, value: float) -> float:

@@ -2,7 +2,11 @@
 
 Topic names carry the schema version (``icu.vitals.v1``). Messages forbid unknown
 fields, take timezone-aware timestamps only and refuse NaN and infinities: anything
-else is bad input and goes to ``icu.deadletter.v1``.
+else is bad input and goes to ``icu.deadletter.v1``. What bedside devices and
+clinicians send (vitals, waveforms, patient events, acknowledgements) must also be
+timed between :data:`EARLIEST_TIME` and :data:`LATEST_TIME`: a clock reading year 1 or
+year 9999 is broken, and times at the ends of what a datetime holds overflow the
+engine's arithmetic on them.
 
 >>> from datetime import datetime, UTC
 >>> msg = Vitals(bed="icu1-03", time=datetime(2026, 1, 1, tzinfo=UTC), source="monitor",
@@ -17,9 +21,11 @@ bedside.schemas.messages.MessageError: icu.vitals.v1: invalid message: ...
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -46,6 +52,14 @@ DEADLETTER_TOPIC: Final = "icu.deadletter.v1"
 MAX_MESSAGE_BYTES: Final = 1_048_576
 #: Most samples in one waveform chunk (8 s of a 500 Hz signal; replay sends ~1 s).
 MAX_WAVEFORM_SAMPLES: Final = 4_000
+#: Sampling rates a waveform chunk may have: a slower signal is a numeric (a rate near
+#: zero would make a one-sample chunk span centuries).
+MIN_WAVEFORM_HZ: Final = 1.0
+MAX_WAVEFORM_HZ: Final = 10_000.0
+#: Times an input message (from a device or a clinician) may carry, in UTC.
+EARLIEST_TIME: Final = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME: Final = datetime(3000, 1, 1, tzinfo=UTC)
+_YEARS: Final = f"{EARLIEST_TIME.year}-{LATEST_TIME.year - 1}"
 
 _CONCEPT_NAMES: Final = frozenset(load_concepts())
 
@@ -55,6 +69,30 @@ BedId = Annotated[
 StayId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Priority = Literal["high", "medium", "low", "info"]
+
+
+def _has_utc(moment: datetime) -> datetime:
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is in the year 0 in UTC
+        raise ValueError("time has no UTC equivalent") from None
+    return moment
+
+
+def _in_time_range(moment: datetime) -> datetime:
+    if not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError(f"time must lie in the years {_YEARS} (UTC)")
+    return moment
+
+
+#: A timezone-aware time that exists in UTC.
+Time = Annotated[AwareDatetime, AfterValidator(_has_utc)]
+#: The time of an input message: also within EARLIEST_TIME and LATEST_TIME.
+InputTime = Annotated[
+    Time,
+    AfterValidator(_in_time_range),
+    Field(description=f"Timezone-aware, in the years {_YEARS} (UTC)."),
+]
 
 
 class Message(BaseModel):
@@ -68,7 +106,7 @@ class Vitals(Message):
 
     bed: BedId
     stay_id: StayId | None = None
-    time: AwareDatetime
+    time: InputTime
     source: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     seq: Annotated[int, Field(ge=0)]
     values: Annotated[
@@ -95,8 +133,8 @@ class WaveformChunk(Message):
     bed: BedId
     stay_id: StayId | None = None
     signal: Annotated[str, Field(json_schema_extra={"enum": sorted(load_concepts().waveforms)})]
-    fs: Annotated[float, Field(gt=0.0, le=10_000.0)]
-    start: AwareDatetime
+    fs: Annotated[float, Field(ge=MIN_WAVEFORM_HZ, le=MAX_WAVEFORM_HZ)]
+    start: InputTime
     seq: Annotated[int, Field(ge=0)]
     units: Annotated[str, StringConstraints(max_length=16)]
     samples: Annotated[list[float | None], Field(min_length=1, max_length=MAX_WAVEFORM_SAMPLES)]
@@ -115,7 +153,7 @@ class Admit(Message):
     event: Literal["admit"] = "admit"
     bed: BedId
     stay_id: StayId
-    time: AwareDatetime
+    time: InputTime
     age: Annotated[float, Field(ge=0, le=130)] | None = None
     sex: Literal["F", "M"] | None = None
     weight_kg: Annotated[float, Field(gt=0, le=400)] | None = None
@@ -131,7 +169,7 @@ class Discharge(Message):
     event: Literal["discharge"] = "discharge"
     bed: BedId
     stay_id: StayId
-    time: AwareDatetime
+    time: InputTime
 
 
 class Death(Message):
@@ -140,7 +178,7 @@ class Death(Message):
     event: Literal["death"] = "death"
     bed: BedId
     stay_id: StayId
-    time: AwareDatetime
+    time: InputTime
 
 
 PatientEvent = Annotated[Admit | Discharge | Death, Field(discriminator="event")]
@@ -151,7 +189,7 @@ class Anomaly(Message):
 
     bed: BedId
     stay_id: StayId | None = None
-    time: AwareDatetime
+    time: Time
     concept: str
     value: float | None
     detector: str
@@ -177,7 +215,7 @@ class Score(Message):
 
     bed: BedId
     stay_id: StayId | None = None
-    time: AwareDatetime
+    time: Time
     model_id: str
     model_version: str
     #: Calibrated probability of in-hospital death (what the alert policy reads).
@@ -197,7 +235,7 @@ class Alert(Message):
     alert_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     bed: BedId
     stay_id: StayId | None = None
-    time: AwareDatetime
+    time: Time
     priority: Priority
     state: Literal["raised", "escalated", "acknowledged", "resolved"]
     reason: Annotated[str, StringConstraints(max_length=500)]
@@ -210,7 +248,7 @@ class AlertAck(Message):
 
     alert_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     bed: BedId
-    time: AwareDatetime
+    time: InputTime
     by: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     note: Annotated[str, StringConstraints(max_length=500)] = ""
 
@@ -221,7 +259,7 @@ class DeadLetter(Message):
     source_topic: str
     partition: int | None = None
     offset: int | None = None
-    time: AwareDatetime
+    time: Time
     step: str
     error: str
     payload_b64: str
@@ -257,8 +295,12 @@ def decode(topic: str, payload: bytes | str) -> Any:
     adapter = _ADAPTERS.get(topic)
     if adapter is None:
         raise MessageError(topic, "unknown topic")
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise MessageError(topic, f"payload of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    # A str is measured as the UTF-8 bytes it stands for (up to four per character).
+    size = len(payload)
+    if isinstance(payload, str) and size * 4 > MAX_MESSAGE_BYTES:
+        size = len(payload.encode("utf-8", "surrogatepass"))
+    if size > MAX_MESSAGE_BYTES:
+        raise MessageError(topic, f"payload of {size} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         return adapter.validate_json(payload)
     except ValidationError as error:

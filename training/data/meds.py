@@ -37,7 +37,8 @@ events
     other code (medications, diagnoses, unmapped items) is counted as unmapped, as
     ``meds//<code>``; with ``keep_unmapped`` those with a numeric value are kept so.
     Values stored as float32 (as in MEDS) are read back as the decimal they were
-    written from (``98.7``, not ``98.69999694824219``).
+    written from (``98.7``, not ``98.69999694824219``); NaN and infinities are no value
+    (pandas-written tables use NaN for a missing one).
 
 Times without a zone are read as UTC (MIMIC's are shifted and have none).
 
@@ -46,7 +47,8 @@ one lazy pass (``scan_parquet``) collects the stay-defining rows, then each file
 in slices of ``BATCH_ROWS`` rows (a slice of a parquet scan reads only the row groups it
 needs), counted, converted and written through :class:`EventsWriter`.
 
-Bad rows: rows without a subject or a code, and measurement rows without a time. With
+Bad rows: rows without a subject or a code, and measurement, stay, birth and death rows
+without a time (a ``GENDER`` row has none, as MEDS static data). With
 ``on_bad_row="error"`` they raise :class:`DataError` naming the file(s); with ``"skip"``
 they are counted. Parquet has no lines, so errors give no line number.
 """
@@ -147,11 +149,12 @@ def scan(file: Path) -> pl.LazyFrame:
         number = number.cast(pl.String)
     stay_column = next((name for name in STAY_ID_COLUMNS if name in schema), None)
     source_stay_id = pl.col(stay_column) if stay_column else pl.lit(None)
+    number = number.cast(pl.Float64)
     return frame.select(
         pl.col("subject_id").cast(pl.Int64),
         moment.alias("time"),
         pl.col("code").cast(pl.String),
-        number.cast(pl.Float64).alias("numeric_value"),
+        pl.when(number.is_finite()).then(number).alias("numeric_value"),
         source_stay_id.cast(pl.Int64).alias("source_stay_id"),
     )
 
@@ -363,10 +366,14 @@ def _check_rows(
     codes: pl.DataFrame, file: Path, report: ConversionReport, policy: BadRowPolicy
 ) -> None:
     mapped = pl.col("concept").is_not_null()
+    # Sex is static (no time, as MEDS has it); admissions, discharges, birth and death
+    # without a time cannot place a stay and would be lost unseen.
+    dated = pl.col("structural") & ~pl.col("code").str.starts_with("GENDER")
     bad = [
         (codes.filter(pl.col("code").is_null())["rows"].sum(), "rows have no code"),
         (codes["no_subject"].sum(), "rows have no subject_id"),
         (codes.filter(mapped)["no_time"].sum(), "measurement rows have no time"),
+        (codes.filter(dated)["no_time"].sum(), "stay, birth or death rows have no time"),
     ]
     for n, reason in bad:
         if n:

@@ -25,7 +25,8 @@ Outcomes
     from ICU admission to it (null when no death is recorded; 0, not negative, when a
     death known only by its date falls on the admission day).
 Events
-    ``measurement`` rows with a ``value_as_number`` (qualitative results are not read),
+    ``measurement`` rows with a ``value_as_number`` (qualitative results are not read;
+    text stored there, as SQLite allows, is a bad row unless it reads as a number),
     timed by measurement_datetime, else midnight of measurement_date. A row belongs to
     the ICU stay named by its ``visit_detail_id``; a row without one belongs to the
     person's ICU stay whose window contains its time (the latest admitted, should stays
@@ -52,6 +53,7 @@ Units
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -328,7 +330,10 @@ class _Reader:
         if kind == "int":
             return pl.Series(name, values, dtype=pl.Int64)
         if kind == "float":
-            return pl.Series(name, values, dtype=pl.Float64)
+            try:  # floats, ints and Decimals (PostgreSQL's numeric)
+                return pl.Series(name, values, dtype=pl.Float64)
+            except TypeError:  # text that SQLite keeps in a numeric column: "12,5", "abc"
+                return pl.Series(name, [_number(value) for value in values], dtype=pl.Float64)
         raw = pl.Series(name, values, strict=False)
         if raw.dtype in (pl.Null, pl.Date):
             parsed = raw.cast(pl.Datetime("us"))
@@ -352,6 +357,17 @@ class _Reader:
         if kind == "date":
             return parsed.dt.date()
         return _to_utc(parsed, self.timezone)
+
+
+def _number(value: object) -> float | None:
+    """A stored value as a number; NaN (a bad row) for text that is not one, which SQL's
+    CAST would have read as 0 or as its leading digits ("12,5" -> 12) in SQLite."""
+    if value is None or isinstance(value, int | float):
+        return value
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _to_utc(times: pl.Series, timezone: str) -> pl.Series:
@@ -647,7 +663,7 @@ def _convert_events(
         "unit_concept_id": (measurement.optional("unit_concept_id"), "int"),
         "measurement_date": (_raw(day), "date"),
         "measurement_datetime": (_raw(measurement.optional("measurement_datetime")), "time"),
-        "value": (sa.cast(measurement.c("value_as_number"), sa.Float), "float"),
+        "value": (_raw(measurement.c("value_as_number")), "float"),
     }
     statement = (
         _select(columns)

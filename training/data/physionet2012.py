@@ -36,6 +36,9 @@ ICU_TYPES = {1: "coronary", 2: "cardiac_surgery", 3: "medical", 4: "surgical"}
 #: Stay files read and converted together.
 CHUNK_FILES = 1000
 OUTCOME_COLUMNS = ("RecordID", "SAPS-I", "SOFA", "Length_of_stay", "Survival", "In-hospital_death")
+#: Latest time of a measurement, in minutes since admission: the challenge's stays last
+#: 48 h, and a time years away is a typo (or would overflow the event times).
+MAX_MINUTES = 366 * 24 * 60
 
 
 def _minutes(text: str) -> int:
@@ -44,7 +47,16 @@ def _minutes(text: str) -> int:
         raise ValueError(f"time {text!r} is not HH:MM")
     if int(minutes) >= 60:
         raise ValueError(f"time {text!r} has minutes >= 60")
+    if int(hours) * 60 + int(minutes) > MAX_MINUTES:
+        raise ValueError(f"time {text!r} is more than a year after admission")
     return int(hours) * 60 + int(minutes)
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines as a CSV reader sees them (``str.splitlines`` would also break
+    at form feeds and unicode separators inside a value, and miscount the lines)."""
+    text = path.read_text("utf-8")
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 
 def _number(text: str) -> float:
@@ -66,7 +78,7 @@ ROW_SCHEMA = {
 def read_stay(path: Path, report: ConversionReport, policy: BadRowPolicy = "error") -> pl.DataFrame:
     """Read one stay file line by line, with errors that name the line (the careful path)."""
     try:
-        lines = path.read_text("utf-8").splitlines()
+        lines = _lines(path)
     except UnicodeDecodeError as error:
         raise DataError(path, None, f"not UTF-8 text ({error.reason})") from None
     _check_header(path, lines[0] if lines else "")
@@ -115,10 +127,11 @@ def read_stays(files: list[Path], report: ConversionReport, policy: BadRowPolicy
     except pl.exceptions.PolarsError:
         return pl.concat([read_stay(path, report, policy) for path in files])
     clock = pl.col("Time").str.strip_chars().str.extract_groups(r"^(\d+):([0-5]\d)$")
+    minutes = clock.struct[0].cast(pl.Int64, strict=False) * 60 + clock.struct[1].cast(pl.Int64)
     rows = raw.select(
         "path",
         line=pl.int_range(2, pl.len() + 2).over("path"),
-        minutes=clock.struct[0].cast(pl.Int64) * 60 + clock.struct[1].cast(pl.Int64),
+        minutes=pl.when(minutes <= MAX_MINUTES).then(minutes),
         parameter=pl.col("Parameter").str.strip_chars(),
         value=pl.col("Value").str.strip_chars().cast(pl.Float64, strict=False),
     )
@@ -138,7 +151,7 @@ def read_stays(files: list[Path], report: ConversionReport, policy: BadRowPolicy
 def read_outcomes(path: Path) -> pl.DataFrame:
     """Read an ``Outcomes-*.txt`` file, with errors that name the line."""
     records: dict[str, list[float | None]] = {name: [] for name in OUTCOME_COLUMNS}
-    lines = path.read_text("utf-8").splitlines()
+    lines = _lines(path)
     if not lines or tuple(c.strip() for c in lines[0].split(",")) != OUTCOME_COLUMNS:
         raise DataError(path, 1, f"header must be {','.join(OUTCOME_COLUMNS)}")
     for number, line in enumerate(lines[1:], start=2):
@@ -217,12 +230,17 @@ def _descriptors(files: list[Path], rows: pl.DataFrame) -> pl.DataFrame:
         raise DataError(
             unnamed["path"][0], None, "no RecordID descriptor and the file name is not one"
         )
+    record_id = pl.coalesce(pl.col("RecordID"), pl.col("stem").cast(pl.Float64, strict=False))
+    odd = stays.filter((record_id != record_id.floor()) | (record_id.abs() >= 2.0**53))
+    if odd.height:
+        bad = odd.select(record_id).item(0, 0)
+        raise DataError(odd["path"][0], None, f"RecordID {bad:g} is not a whole number below 2^53")
     icu_types = pl.DataFrame(
         {"ICUType": list(map(float, ICU_TYPES)), "icu_type": list(ICU_TYPES.values())}
     )
     return stays.join(icu_types, on="ICUType", how="left").select(
         "path",
-        stay_id=pl.coalesce(pl.col("RecordID"), pl.col("stem").cast(pl.Float64)).cast(pl.Int64),
+        stay_id=record_id.cast(pl.Int64),
         age=pl.col("Age"),
         sex=pl.col("Gender").replace_strict(
             {0.0: "F", 1.0: "M"}, default=None, return_dtype=pl.String

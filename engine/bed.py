@@ -52,9 +52,15 @@ from bedside.training.windows import RollingWindow
 
 
 def _load_model(directory: Path) -> Any:
+    """The survival model of ``directory``; one EngineError naming it if unusable."""
     from bedside.training.survival.model import SurvivalModel
 
-    return SurvivalModel.load(directory)
+    try:
+        return SurvivalModel.load(directory)
+    except Exception as error:  # a damaged folder fails in many ways; say which folder
+        raise EngineError(
+            f"{directory}: not a usable survival model ({type(error).__name__}: {error})"
+        ) from None
 
 
 def seconds(moment: datetime) -> float:
@@ -210,7 +216,6 @@ class Engine:
         for item in items:
             try:
                 out.extend(self._one(state, item))
-                out.extend(self._score_due(state, final=False))
             except Exception as error:  # a long-running engine must not stop on one record
                 # The log names the failure's type only: its text may quote patient data,
                 # which goes to the dead letter (a topic with access control), not to logs.
@@ -218,12 +223,24 @@ class Engine:
                     "bed step failed on a %s record: %s", item.topic, type(error).__name__
                 )
                 out.extend(self._reject(item, "bed", f"{type(error).__name__}: {error}"))
+                continue
+            out.extend(self._scores_due(state, final=False))
         return out
+
+    def _scores_due(self, state: BedState, *, final: bool) -> list[Outgoing]:
+        """:meth:`_score_due`, counted and logged instead of raised when scoring fails
+        (the record that moved the clock was processed; the minute stays due)."""
+        try:
+            return self._score_due(state, final=final)
+        except Exception as error:
+            metrics.SCORE_ERRORS.inc()
+            metrics.LOG.error("scoring failed: %s", type(error).__name__)
+            return []
 
     def finish(self, state: BedState) -> list[Outgoing]:
         """The input ended: apply what is held, score every minute the clock has passed."""
         out = self._release(state, math.inf)
-        return out + self._score_due(state, final=True)
+        return out + self._scores_due(state, final=True)
 
     def release_held(self, state: BedState, now_s: float) -> list[Outgoing]:
         """Apply the held patient events the bed's silence no longer explains: the other
@@ -253,10 +270,11 @@ class Engine:
         for time_s, _, item in sorted(ready, key=lambda h: h[0]):
             try:
                 out.extend(self._patient_event(state, item, time_s))
-                out.extend(self._score_due(state, final=False))
             except Exception as error:  # as in process(): never stop on one record
                 metrics.LOG.error("patient event failed: %s", type(error).__name__)
                 out.extend(self._reject(item, "bed", f"{type(error).__name__}: {error}"))
+                continue
+            out.extend(self._scores_due(state, final=False))
         return out
 
     def _reject(self, item: Accepted, step: str, error: str) -> list[Outgoing]:
@@ -276,9 +294,14 @@ class Engine:
             metrics.outcome(item.topic, "processed")
             return self._records(ALERTS_TOPIC, acknowledge(state.alerts, message, state.stay_id))
         time_s = seconds(message.start if isinstance(message, WaveformChunk) else message.time)
-        if settings.future_limit_s is not None and time_s > time.time() + settings.future_limit_s:
+        last_s = (
+            time_s + len(message.samples) / message.fs
+            if isinstance(message, WaveformChunk)
+            else time_s
+        )
+        if settings.future_limit_s is not None and last_s > time.time() + settings.future_limit_s:
             return self._reject(
-                item, "clock", f"timed {time_s - time.time():.0f} s in the future (clock skew?)"
+                item, "clock", f"timed {last_s - time.time():.0f} s in the future (clock skew?)"
             )
         if isinstance(message, Admit | Discharge | Death):
             if settings.patient_hold_s <= 0:

@@ -36,6 +36,9 @@ ALERTS: Final = Counter("bedside_engine_alerts", "Alert records published.", ["s
 DERIVED: Final = Counter(
     "bedside_engine_derived_values", "Numerics derived from waveforms.", ["signal", "outcome"]
 )
+SCORE_ERRORS: Final = Counter(
+    "bedside_engine_score_errors", "Scores that could not be computed (the minute stays due)."
+)
 LATENCY: Final = Histogram(
     "bedside_engine_score_latency_seconds",
     "From the production of the record that completed a minute to its score.",

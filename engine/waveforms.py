@@ -122,7 +122,7 @@ def add_chunk(
 ) -> None:
     """Append a chunk, keeping the last ``window_s`` seconds."""
     chunk = np.array([np.nan if v is None else v for v in samples], dtype=np.float32)
-    keep = round(window_s * buffer.fs)
+    keep = max(1, round(window_s * buffer.fs))
     buffer.samples = np.concatenate([buffer.samples, chunk])[-keep:]
     buffer.fresh += len(chunk)
     buffer.end_s = max(buffer.end_s, start_s + len(chunk) / buffer.fs)

@@ -271,6 +271,7 @@ def realtime(
     cpu_start = _cpu_s(engine.pid)
     wall_start = time.perf_counter()
     second = 0
+    lag = 0.0  # how far the ward's producer fell behind real time (it must not)
     try:
         while second < seconds:
             due = wall_start + second
@@ -281,6 +282,7 @@ def realtime(
             # Bed b's stay starts at second b % 60, so minutes are spread as admissions are.
             live = [p for b, p in enumerate(payloads) if second >= b % 60]
             _send(producer, live)
+            lag = max(lag, time.perf_counter() - (wall_start + second) - 1.0)
             second += 1
         producer.flush(30)
         time.sleep(3.0)
@@ -302,6 +304,7 @@ def realtime(
             "max": float(max(published)) if published else None,
         },
         "histogram": buckets,
+        "producer_lag_s_max": lag,
         "beds": beds,
         "seconds": seconds,
         "scores": scores,

@@ -276,3 +276,29 @@ def test_a_replayed_real_wfdb_record_is_scored(kafka_broker: str, engine_model_d
     scores = [decode(SCORES_TOPIC, r.value) for r in records if r.topic == SCORES_TOPIC]
     assert len(scores) >= 20, log[-2000:]
     assert all(s.staleness_s < 600 for s in scores[5:])
+
+
+def test_a_short_chaos_run_converges(engine_model_dir: Path, tmp_path: Path) -> None:
+    """The CI version of ``bedside bench chaos``: SIGKILLs, a broker cut, a replay
+    restarted from the beginning and a stalled engine, during one live replay."""
+    from bedside.engine.chaos import chaos
+
+    try:
+        result = chaos(
+            beds=6,
+            hours=3.0,
+            speed=360.0,
+            kills=3,
+            outage_s=3.0,
+            stall_s=3.0,
+            seed=11,
+            model=engine_model_dir,
+            work=tmp_path,
+            log=lambda _: None,
+        )
+    except BrokerError as error:
+        pytest.skip(f"no test broker: {error}")
+    assert len(result["faults"]) == 6
+    minutes = result["minutes"]
+    assert minutes["bed_minutes_scored"] > 500 and minutes["ok"], minutes
+    assert result["alerts"]["overlapping"] == 0 and result["dead_letters"] == 0

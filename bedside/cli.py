@@ -728,7 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--realtime-seconds", type=int, default=150, help="length of the real-time run (150)"
     )
     bench_engine.add_argument(
-        "--epoch", type=float, default=1.0, help="the engine's epoch in the real-time run (1 s)"
+        "--epoch", type=float, default=10.0, help="the engine's epoch in the real-time run (10 s)"
     )
     bench_engine.add_argument("--seed", type=int, default=2026)
     bench_engine.add_argument("--json", type=Path, help="write the figures here")

@@ -1,0 +1,155 @@
+"""``bedside synth train``, ``bedside synth sample`` and ``bedside synth evaluate``.
+
+* ``train --data DIR... --generator gan|lm --out MODEL_DIR``: fit a generator on the
+  stays of canonical folders within ``--max-minutes`` (and ``--steps``); writes the
+  generator folder (:mod:`~bedside.training.synthetic.generator`) with its training
+  curves.
+* ``sample --model MODEL_DIR --out DIR``: ``--stays`` synthetic stays (default: as many
+  as the generator was trained on) with ``--deaths-share`` deaths (default: as in
+  training), written in the canonical format (``DIR/events.parquet``,
+  ``DIR/stays.parquet``: every other command reads them) and in the PhysioNet 2012
+  format (``DIR/physionet2012/set-synthetic/*.txt`` and ``Outcomes-synthetic.txt``), with
+  a data card (``DIR/data_card.json``, ``DIR/data_card.md``).
+* ``evaluate --synthetic DIR --train DIR... --test DIR... --out REPORT_DIR``: the
+  evaluation of :mod:`~bedside.training.synthetic.evaluate` as ``evaluation.json`` and a
+  self-contained ``report.html``; the privacy results are added to the synthetic
+  folder's data card. ``--model`` lets the rebalancing draw more synthetic deaths than
+  the folder holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+#: Cores torch uses (the project's machines have two, shared).
+THREADS = 2
+
+
+def _set_threads() -> None:
+    # Idle OpenMP threads spin by default and steal the core the working one needs on a
+    # shared machine; passive waiting must be chosen before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(min(THREADS, os.cpu_count() or 1))
+
+
+def train(args: argparse.Namespace) -> int:
+    _set_threads()
+    from bedside.training.survival.data import fingerprint, read_folders
+    from bedside.training.survival.fit import observed_grid
+    from bedside.training.synthetic.data import stay_set
+    from bedside.training.synthetic.generator import generator_class
+    from bedside.training.windows import PHYSIONET_2012
+
+    events, stays = read_folders(args.data)
+    data = stay_set(events, stays, PHYSIONET_2012)
+    data = data.on_grid(observed_grid(data.values, PHYSIONET_2012))
+    generator = generator_class(args.generator)()
+    print(
+        f"training the {args.generator} generator on {len(data)} stays "
+        f"({int(data.death.sum())} deaths, {len(data.grid.concepts)} variables) for at most "
+        f"{args.max_minutes:g} minutes and {args.steps} steps",
+        flush=True,
+    )
+    generator.fit(
+        data,
+        max_seconds=60.0 * args.max_minutes,
+        max_steps=args.steps,
+        seed=args.seed,
+        progress=lambda line: print(line, flush=True),
+    )
+    generator.training["data"] = fingerprint(args.data, stays)
+    generator.save(args.out)
+    t = generator.training
+    print(
+        f"{args.generator}: {t['steps']} steps in {t['seconds']:.0f} s (stopped by "
+        f"{t['stopped_by']}); wrote {args.out} (generator.json, weights.pt, training curves)"
+    )
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
+    _set_threads()
+    from bedside.training.synthetic.data import write_canonical, write_physionet2012
+    from bedside.training.synthetic.generator import load_generator
+    from bedside.training.synthetic.report import data_card, write_card
+
+    generator = load_generator(args.model)
+    n = args.stays if args.stays is not None else int(generator.training["n_stays"])
+    stays = generator.sample(n, seed=args.seed, death_share=args.deaths_share)
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = f"bedside-synth {generator.kind}"
+    formats = {}
+    write_canonical(stays, args.out, source, args.seed)
+    formats["canonical"] = f"{args.out}/events.parquet, {args.out}/stays.parquet"
+    if not args.canonical_only:
+        set_dir, outcomes = write_physionet2012(stays, args.out / "physionet2012", args.seed)
+        formats["physionet2012"] = f"{set_dir}/<RecordID>.txt, {outcomes}"
+    write_card(
+        args.out, data_card(generator, args.model, stays, formats, args.seed, args.deaths_share)
+    )
+    print(
+        f"sampled {len(stays)} stays ({int(stays.death.sum())} deaths, {int(stays.mask.sum()):,} "
+        f"values) from the {generator.kind} generator (seed {args.seed}); wrote "
+        + ", ".join(formats)
+        + f" and data_card.json/.md to {args.out}"
+    )
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    _set_threads()
+    from bedside.training.survival.data import read_folders
+    from bedside.training.synthetic.data import StaySet
+    from bedside.training.synthetic.evaluate import EvaluationOptions, Sets, evaluate, public
+    from bedside.training.synthetic.generator import CURVES_PLOT, load_generator
+    from bedside.training.synthetic.report import CARD_JSON, add_evaluation, write_html
+    from bedside.training.windows import PHYSIONET_2012
+
+    shares = tuple(float(s) for s in args.rebalance.split(",") if s.strip())
+    options = EvaluationOptions(
+        utility_arch=args.utility_arch,
+        max_minutes=args.max_minutes,
+        rebalance_shares=shares,
+        seed=args.seed,
+    )
+    sets = Sets.build(
+        read_folders(args.train),
+        read_folders(args.test),
+        read_folders([args.synthetic]),
+        PHYSIONET_2012,
+    )
+    generator = load_generator(args.model) if args.model else None
+
+    def more_deaths(k: int) -> StaySet:
+        assert generator is not None
+        return generator.sample(k, seed=args.seed + 1, death_share=1.0)
+
+    report = evaluate(sets, options, more_deaths if generator else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "evaluation.json").write_text(json.dumps(public(report), indent=2) + "\n")
+    info = None
+    if generator is not None:
+        info = {"training": generator.training, "history": generator.history}
+        if (args.model / CURVES_PLOT).exists():
+            shutil.copy(args.model / CURVES_PLOT, args.out / CURVES_PLOT)
+    write_html(args.out / "report.html", report, sets.test_set, sets.synthetic_set, info)
+    against = (
+        f"training {', '.join(map(str, args.train))}; held out {', '.join(map(str, args.test))}"
+    )
+    if add_evaluation(args.synthetic, report, against) is not None:
+        shutil.copy(args.synthetic / CARD_JSON, args.out / CARD_JSON)
+    goals = report["goals"]
+    util = report["utility"]
+    print(
+        f"discriminative AUROC {goals['discriminative_auroc']['value']:.3f}, "
+        f"TSTR {util['tstr']['auroc']:.3f} vs TRTR {util['trtr']['auroc']:.3f}, "
+        f"membership inference AUROC {goals['membership_inference_auroc']['value']:.3f}; "
+        + ", ".join(f"{k} {'met' if g['met'] else 'NOT met'}" for k, g in goals.items())
+        + f"; report in {args.out}"
+    )
+    return 0

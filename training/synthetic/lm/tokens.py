@@ -1,0 +1,309 @@
+"""Stays as token sequences, and the grammar every sampled sequence follows.
+
+One stay is one sequence::
+
+    BOS  OUTCOME  ICU_TYPE  SEX  STATIC_1 ... STATIC_S
+    HOUR_0  CELL(v, b) CELL(v', b') ...  HOUR_1 ...  HOUR_{T-1} ...  END
+
+* ``OUTCOME`` (survived / died) and ``ICU_TYPE`` are the conditions, given when sampling;
+* each numeric static covariate is one token: the bin of its rank, or ``unknown``;
+* ``HOUR_h`` opens step ``h`` of the window; the ``CELL`` tokens after it are the
+  variables observed in that step, in grid order, each with the bin ``b`` of its
+  value's rank (``BINS`` equal-width bins of the rank, so equally populated bins of the
+  value). A variable without a cell in a step is missing there: missingness is the
+  absence of its token, and an hour with nothing observed is a bare ``HOUR`` token.
+
+Beside its token, the model reads at every position the *state* of the stay so far
+(:func:`state_features`): for each variable, the rank of its last value, the mean rank
+of its values so far, whether it has been observed, and the steps since it was.
+Carrying a value from one hour to the next, or knowing that a lab is due, then needs no
+search back through the sequence, which a small model trained for minutes would not
+learn well (on PhysioNet 2012, 5 minutes of training without it left the
+autocorrelation of the sampled values near 0).
+
+Decoding draws a rank uniformly inside the bin and maps it to the variable's training
+quantile (:class:`~bedside.training.synthetic.encoding.Marginal`), so a bin stands for
+the training values it holds in their training proportions.
+
+:class:`Grammar` gives, for each sequence being sampled, the tokens allowed next: the
+statics in order, then hours in order, cells of a step in increasing variable order,
+``END`` only after the last hour. Every sampled sequence therefore decodes to a stay.
+
+>>> vocab = Vocabulary(steps=2, variables=3, bins=4, statics=1, static_bins=2, sexes=2,
+...                    icu_types=2)
+>>> vocab.size, vocab.cell(2, 3) - vocab.first_cell
+(26, 11)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+PAD, BOS, END = 0, 1, 2
+#: Rank bins of each variable's values, and of each numeric static covariate.
+BINS = 32
+STATIC_BINS = 16
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Token ids: specials, outcome, ICU type, sex, statics, hours, then cells."""
+
+    steps: int
+    variables: int
+    bins: int
+    statics: int
+    static_bins: int
+    sexes: int
+    icu_types: int
+
+    @property
+    def first_outcome(self) -> int:
+        return 3
+
+    @property
+    def first_icu(self) -> int:
+        return self.first_outcome + 2
+
+    @property
+    def first_sex(self) -> int:
+        return self.first_icu + self.icu_types
+
+    def first_static(self, k: int) -> int:
+        """Tokens of numeric static ``k``: its bins, then ``unknown``."""
+        return self.first_sex + self.sexes + k * (self.static_bins + 1)
+
+    @property
+    def first_hour(self) -> int:
+        return self.first_static(self.statics)
+
+    @property
+    def first_cell(self) -> int:
+        return self.first_hour + self.steps
+
+    def cell(self, variable: int | np.ndarray, b: int | np.ndarray) -> int | np.ndarray:
+        return self.first_cell + variable * self.bins + b
+
+    @property
+    def size(self) -> int:
+        return self.first_cell + self.variables * self.bins
+
+    @property
+    def choices(self) -> int:
+        """What the model picks first: any token but a cell, or a variable (whose bin it
+        picks next): ``first_cell + variables`` choices."""
+        return self.first_cell + self.variables
+
+    def choice(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The choice of each token: itself, or ``first_cell + variable`` for a cell."""
+        cell = tokens >= self.first_cell
+        return torch.where(cell, self.first_cell + (tokens - self.first_cell) // self.bins, tokens)
+
+    @property
+    def prefix(self) -> int:
+        """Tokens before ``HOUR_0``: BOS, outcome, ICU type, sex, numeric statics."""
+        return 4 + self.statics
+
+    def groups(self) -> list[range]:
+        """Allowed tokens at each position after the conditions: sex, then each static."""
+        sex = range(self.first_sex, self.first_sex + self.sexes)
+        statics = [
+            range(self.first_static(k), self.first_static(k) + self.static_bins + 1)
+            for k in range(self.statics)
+        ]
+        return [sex, *statics]
+
+
+def encode(
+    vocab: Vocabulary,
+    death: np.ndarray,
+    icu: np.ndarray,
+    sex: np.ndarray,
+    static_ranks: np.ndarray,
+    ranks: np.ndarray,
+) -> list[np.ndarray]:
+    """Token sequences of stays (ranks NaN = missing / unknown)."""
+    sequences = []
+    static_bins = np.minimum(
+        np.nan_to_num(static_ranks * vocab.static_bins).astype(np.int64), vocab.static_bins - 1
+    )
+    bins = np.minimum(np.nan_to_num(ranks * vocab.bins).astype(np.int64), vocab.bins - 1)
+    observed = ~np.isnan(ranks)
+    for i in range(ranks.shape[0]):
+        tokens = [BOS, vocab.first_outcome + int(death[i]), vocab.first_icu + int(icu[i])]
+        tokens.append(vocab.first_sex + int(sex[i]))
+        for k in range(vocab.statics):
+            unknown = np.isnan(static_ranks[i, k])
+            tokens.append(
+                vocab.first_static(k) + (vocab.static_bins if unknown else int(static_bins[i, k]))
+            )
+        for h in range(vocab.steps):
+            tokens.append(vocab.first_hour + h)
+            seen = np.flatnonzero(observed[i, h])
+            tokens.extend(vocab.cell(seen, bins[i, h, seen]).tolist())
+        tokens.append(END)
+        sequences.append(np.asarray(tokens, dtype=np.int64))
+    return sequences
+
+
+def hours(vocab: Vocabulary, tokens: torch.Tensor) -> torch.Tensor:
+    """The step each token belongs to (``steps`` for the prefix), for the hour embedding."""
+    is_hour = (tokens >= vocab.first_hour) & (tokens < vocab.first_cell)
+    opened = torch.cumsum(is_hour.long(), dim=-1) - 1
+    return torch.where(opened < 0, torch.full_like(opened, vocab.steps), opened)
+
+
+def _cell_parts(vocab: Vocabulary, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable (-1 for other tokens) and bin-centre rank of each token."""
+    offset = (tokens - vocab.first_cell).clamp(min=0)
+    variable = torch.where(tokens >= vocab.first_cell, offset // vocab.bins, -1)
+    return variable, ((offset % vocab.bins).float() + 0.5) / vocab.bins
+
+
+#: State features per variable (see :func:`state_features`).
+STATE_FEATURES = 4
+
+
+def _state(
+    vocab: Vocabulary,
+    rank: torch.Tensor,
+    mean: torch.Tensor,
+    last_hour: torch.Tensor,
+    hour: torch.Tensor,
+) -> torch.Tensor:
+    seen = last_hour >= 0
+    now = torch.where(hour >= vocab.steps, torch.zeros_like(hour), hour)[..., None]
+    elapsed = torch.where(seen, now - last_hour, now + 1).float() / vocab.steps
+    elapsed = torch.where((hour >= vocab.steps)[..., None], torch.zeros_like(elapsed), elapsed)
+    return torch.cat(
+        [torch.where(seen, rank, 0.0), torch.where(seen, mean, 0.0), seen.float(), elapsed],
+        dim=-1,
+    )
+
+
+def state_features(vocab: Vocabulary, tokens: torch.Tensor) -> torch.Tensor:
+    """(n, length, 4 x variables): after each token, for each variable, the rank of its last
+    value and the mean rank of its values so far (bin centres; 0 before any), whether it
+    has been observed, and the steps since (since the window start before any; all 0 in
+    the prefix), divided by the steps."""
+    n, length = tokens.shape
+    variable, rank = _cell_parts(vocab, tokens)
+    hour = hours(vocab, tokens)
+    position = torch.arange(length).expand(n, length)
+    hit = variable[..., None] == torch.arange(vocab.variables)
+    last = torch.where(hit, position[..., None], -1).cummax(dim=1).values
+    index = last.clamp(min=0)
+    expand = (n, length, vocab.variables)
+    last_rank = torch.gather(rank[..., None].expand(expand), 1, index)
+    last_hour = torch.gather(hour[..., None].expand(expand), 1, index)
+    last_hour = torch.where(last >= 0, last_hour, -1)
+    total = torch.where(hit, rank[..., None], 0.0).cumsum(dim=1)
+    mean = total / hit.cumsum(dim=1).clamp(min=1)
+    return _state(vocab, last_rank, mean, last_hour, hour)
+
+
+class StateTracker:
+    """:func:`state_features` one token at a time, for sampling."""
+
+    def __init__(self, vocab: Vocabulary, n: int) -> None:
+        self.vocab = vocab
+        self.rank = torch.zeros(n, vocab.variables)
+        self.total = torch.zeros(n, vocab.variables)
+        self.count = torch.zeros(n, vocab.variables)
+        self.last_hour = torch.full((n, vocab.variables), -1, dtype=torch.long)
+
+    def update(self, token: torch.Tensor, hour: torch.Tensor) -> torch.Tensor:
+        """State after appending ``token`` (n,) in step ``hour`` (n,; ``steps`` in the
+        prefix); returns (n, 4 x variables)."""
+        variable, rank = _cell_parts(self.vocab, token)
+        rows = torch.nonzero(variable >= 0).flatten()
+        cells = (rows, variable[rows])
+        self.rank[cells] = rank[rows]
+        self.total[cells] += rank[rows]
+        self.count[cells] += 1
+        self.last_hour[cells] = hour[rows]
+        mean = self.total / self.count.clamp(min=1)
+        return _state(self.vocab, self.rank, mean, self.last_hour, hour)
+
+
+def decode(
+    vocab: Vocabulary, sequences: list[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks (n, steps, variables), static ranks (n, statics) and sex index of sampled
+    sequences (prefix and grammar as :class:`Grammar` enforces)."""
+    n = len(sequences)
+    ranks = np.full((n, vocab.steps, vocab.variables), np.nan)
+    static_ranks = np.full((n, vocab.statics), np.nan)
+    sex = np.zeros(n, dtype=np.int64)
+    for i, tokens in enumerate(sequences):
+        sex[i] = tokens[3] - vocab.first_sex
+        for k in range(vocab.statics):
+            b = tokens[4 + k] - vocab.first_static(k)
+            if b < vocab.static_bins:
+                static_ranks[i, k] = (b + rng.random()) / vocab.static_bins
+        body = tokens[vocab.prefix :]
+        hour = np.cumsum((body >= vocab.first_hour) & (body < vocab.first_cell)) - 1
+        cells = body >= vocab.first_cell
+        offset = body[cells] - vocab.first_cell
+        variable, b = offset // vocab.bins, offset % vocab.bins
+        ranks[i, hour[cells], variable] = (b + rng.random(b.size)) / vocab.bins
+    return ranks, static_ranks, sex
+
+
+class Grammar:
+    """Which choices (:attr:`Vocabulary.choices`) may come next, for a batch of sequences
+    sampled side by side."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        ids = torch.arange(vocab.choices)
+        self.is_variable = ids >= vocab.first_cell
+        self.variable = torch.where(self.is_variable, ids - vocab.first_cell, -1)
+        self.is_hour = (ids >= vocab.first_hour) & (ids < vocab.first_cell)
+        self.hour = torch.where(self.is_hour, ids - vocab.first_hour, -1)
+
+    def _only(self, ids: range) -> torch.Tensor:
+        mask = torch.zeros(self.vocab.choices, dtype=torch.bool)
+        mask[ids.start : ids.stop] = True
+        return mask
+
+    @cached_property
+    def prefix_masks(self) -> list[torch.Tensor]:
+        first_hour = range(self.vocab.first_hour, self.vocab.first_hour + 1)
+        return [self._only(group) for group in [*self.vocab.groups(), first_hour]]
+
+    def allowed(
+        self, position: int, hour: torch.Tensor, last_variable: torch.Tensor, done: torch.Tensor
+    ) -> torch.Tensor:
+        """(batch, choices) mask of what may come at ``position`` (the next token's index);
+        ``hour`` is each sequence's open step, ``last_variable`` the last variable written
+        in it (-1 after the hour token), ``done`` whether it ended."""
+        n = hour.shape[0]
+        start = 3  # BOS, outcome and ICU type are given; sex comes next
+        if position < start + len(self.prefix_masks):
+            return self.prefix_masks[position - start].expand(n, -1)
+        variables = self.is_variable[None, :] & (self.variable[None, :] > last_variable[:, None])
+        next_hour = self.is_hour[None, :] & (self.hour[None, :] == hour[:, None] + 1)
+        last = (hour == self.vocab.steps - 1)[:, None]
+        allowed = variables | next_hour | (self._only(range(END, END + 1))[None, :] & last)
+        return torch.where(done[:, None], self._only(range(PAD, PAD + 1))[None, :], allowed)
+
+    def advance(
+        self,
+        token: torch.Tensor,
+        hour: torch.Tensor,
+        last_variable: torch.Tensor,
+        done: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The state after each sequence appends ``token`` (a token id, not a choice)."""
+        vocab = self.vocab
+        opens = (token >= vocab.first_hour) & (token < vocab.first_cell)
+        cell = token >= vocab.first_cell
+        hour = torch.where(opens, token - vocab.first_hour, hour)
+        variable = (token - vocab.first_cell) // vocab.bins
+        last_variable = torch.where(opens, -1, torch.where(cell, variable, last_variable))
+        return hour, last_variable, done | (token == END)

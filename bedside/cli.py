@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_survival.add_argument(
         "--arch",
         default="lstm",
-        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"],
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
         help="model architecture (default lstm)",
     )
     train_survival.add_argument(
@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cv", type=int, default=0, help="k-fold cross-validation of --arch on --data instead"
     )
     evaluate.add_argument(
-        "--arch", default="tsfel-gbm", choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"]
+        "--arch",
+        default="tsfel-gbm",
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
     evaluate.add_argument("--seed", type=int, default=2026)
@@ -382,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--arch",
         default="tsfel-lr",
-        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm"],
+        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
         help="candidate architecture (default tsfel-lr)",
     )
     retrain.add_argument("--holdout", type=float, default=0.2, help="share of stays held out (0.2)")

@@ -43,6 +43,7 @@ TINY: dict[str, dict[str, object]] = {
     "lstm": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 8, "patience": 3},
     "cnn": {"channels": 16, "blocks": 2, "head": 16, "max_epochs": 12, "patience": 4},
     "cnn-lstm": {"channels": 16, "hidden": 16, "head": 16, "max_epochs": 12, "patience": 4},
+    "lstm-tsfel": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 8, "patience": 3},
 }
 
 
@@ -82,6 +83,7 @@ def test_survival_curves_are_monotone_probabilities() -> None:
         "bedside.training.survival.likelihood",
         "bedside.training.survival.features",
         "bedside.training.survival.inputs",
+        "bedside.training.survival.nets",
     ],
 )
 def test_docstring_examples(module: str) -> None:
@@ -252,15 +254,19 @@ def test_bedside_predict_scores_like_the_engines_window(
     np.testing.assert_allclose(batch.mortality, offline["mortality"].to_numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["lstm", "lstm-tsfel"])
 def test_integrated_gradients_add_up_to_the_logit_change(
-    models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+    arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
 ) -> None:
-    model = models["lstm"]
+    model = models[arch]
     test = build_cohort(simulated["events"], simulated["test"], model.grid)
     inputs = model.encoder.encode(test.windows[:3], test.stays[:3])
-    sequence, statics, gaps = integrated_gradients(model.predictor, inputs, steps=128)
-    assert sequence.shape == inputs.sequence().shape
-    assert statics.shape == inputs.statics.shape
+    attributions, gaps = integrated_gradients(model.predictor, inputs, steps=128)
+    assert attributions["sequence"].shape == inputs.sequence().shape
+    assert attributions["statics"].shape == inputs.statics.shape
+    if arch == "lstm-tsfel":
+        assert attributions["features"].shape[0] == 3
+        assert np.abs(attributions["features"]).sum() > 0
     assert np.abs(gaps).max() < 0.05
 
 

@@ -10,7 +10,8 @@
   log-odds, Sundararajan et al. 2017, with a plain torch implementation (captum is
   not a dependency): ``(x - x') * mean over alpha of d f(x' + alpha (x - x')) / dx``
   with the baseline ``x'`` = every variable at its training mean, unobserved, and
-  statics at the training means. The attributions of a stay add up to
+  statics at the training means (for ``lstm-tsfel``, the TSFEL features of an empty
+  window, integrated along their encoding). The attributions of a stay add up to
   ``f(x) - f(x')`` (the check ``completeness_gap`` shrinks with ``steps``).
 """
 
@@ -58,55 +59,82 @@ def permutation_importance(
     return frame.sort("importance", descending=True)
 
 
-def nets_of(predictor: Any) -> list[Any]:
-    """The torch nets of a net predictor or an ensemble of them (empty for others)."""
+def nets_of(predictor: Any) -> list[NetPredictor]:
+    """The net members of a net predictor or an ensemble of them (empty for others)."""
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
-    return [m.net for m in members if isinstance(m, NetPredictor)]
+    return [m for m in members if isinstance(m, NetPredictor)]
 
 
 def integrated_gradients(
     predictor: Any, inputs: Inputs, steps: int = 64
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Attributions of the mortality log-odds to the sequence (n, T, C) and statics (n, S).
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Attributions of the mortality log-odds to each array of the design: the sequence
+    (n, T, C), the statics (n, S) and, for nets that read them, the TSFEL features (n, F).
 
-    ``predictor`` is a net or an ensemble of nets (whose log-odds are averaged). Also
-    returns, per stay, ``f(x) - f(baseline) - sum of attributions`` (ideally 0).
+    ``predictor`` is a net or an ensemble of nets (whose log-odds are averaged, so are
+    their attributions). Also returns, per stay, ``f(x) - f(baseline) - sum of
+    attributions`` (ideally 0).
+
+    The baseline is a stay with every variable unobserved (values, mask and elapsed
+    all 0: each at its training mean) and the static covariates at their training
+    means (0); its TSFEL features are those of an empty window. A net that reads
+    TSFEL features is integrated along their *encoding*
+    (:class:`~bedside.training.survival.nets.QuantileEncoding`), where the path is
+    continuous (an undefined feature is not a number); each encoded column's
+    attribution goes to the feature it encodes.
     """
     import torch
 
-    nets = nets_of(predictor)
-    if not nets:
+    from bedside.training.survival.model import tsfel_features
+
+    members = nets_of(predictor)
+    if not members:
         raise ValueError("integrated gradients need a torch model")
-    for net in nets:
-        net.eval()
-
-    def f(seq: torch.Tensor, sta: torch.Tensor) -> torch.Tensor:
-        return torch.stack([net(seq, sta)["mortality"] for net in nets]).mean(dim=0)
-
     design = predictor.design(inputs)
-    sequence = torch.from_numpy(design["sequence"])
-    statics = torch.from_numpy(design["statics"])
-    # Baseline: every variable at its training mean, unobserved (values, mask and elapsed
-    # all 0), and the static covariates at their training means (0).
-    base_seq, base_sta = torch.zeros_like(sequence[0]), torch.zeros_like(statics[0])
+    empty = Inputs(
+        observed=np.full_like(inputs.observed[:1], np.nan),
+        mask=np.zeros_like(inputs.mask[:1]),
+        elapsed=np.zeros_like(inputs.elapsed[:1]),
+        values=np.zeros_like(inputs.values[:1]),
+        statics=np.zeros_like(inputs.statics[:1]),
+    )
+    baseline_design = {"sequence": empty.sequence(), "statics": empty.statics}
+    if "features" in design:
+        baseline_design["features"] = tsfel_features(empty, members[0].feature_set or "")
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # midpoint rule
-    seq_attr, sta_attr, gaps = [], [], []
-    for i in range(sequence.shape[0]):
-        path_seq = base_seq + alphas[:, None, None] * (sequence[i] - base_seq)
-        path_sta = base_sta + alphas[:, None] * (statics[i] - base_sta)
-        path_seq.requires_grad_(True)
-        path_sta.requires_grad_(True)
-        logit = f(path_seq, path_sta)
-        grad_seq, grad_sta = torch.autograd.grad(logit.sum(), (path_seq, path_sta))
-        a_seq = (sequence[i] - base_seq) * grad_seq.mean(dim=0)
-        a_sta = (statics[i] - base_sta) * grad_sta.mean(dim=0)
-        with torch.no_grad():
-            ends = f(torch.stack([base_seq, sequence[i]]), torch.stack([base_sta, statics[i]]))
-        gap = float(ends[1] - ends[0] - a_seq.sum() - a_sta.sum())
-        seq_attr.append(a_seq.detach().numpy())
-        sta_attr.append(a_sta.detach().numpy())
-        gaps.append(gap)
-    return np.stack(seq_attr), np.stack(sta_attr), np.array(gaps)
+    n = len(inputs)
+    attributions = {key: np.zeros(values.shape) for key, values in design.items()}
+    gaps = np.zeros(n)
+    for member in members:
+        net = member.net
+        net.eval()
+        x_all = member.net_inputs(design)
+        base = {key: t[0] for key, t in member.net_inputs(baseline_design).items()}
+        for i in range(n):
+            x = {key: t[i] for key, t in x_all.items()}
+            path = {
+                key: (base[key] + alphas.view(-1, *[1] * x[key].dim()) * (x[key] - base[key]))
+                .detach()
+                .requires_grad_(True)
+                for key in x
+            }
+            logit = net(**path)["mortality"]
+            grads = torch.autograd.grad(logit.sum(), list(path.values()))
+            with torch.no_grad():
+                ends = net(**{key: torch.stack([base[key], x[key]]) for key in x})["mortality"]
+            total = 0.0
+            for key, grad in zip(path, grads, strict=True):
+                attribution = ((x[key] - base[key]) * grad.mean(dim=0)).detach()
+                total += float(attribution.sum())
+                if key == "tsfel":
+                    assert net.tsfel is not None
+                    per_feature = torch.zeros(design["features"].shape[1], dtype=attribution.dtype)
+                    per_feature.index_add_(0, net.tsfel.source(), attribution)
+                    attributions["features"][i] += per_feature.numpy() / len(members)
+                else:
+                    attributions[key][i] += attribution.numpy() / len(members)
+            gaps[i] += (float(ends[1] - ends[0]) - total) / len(members)
+    return attributions, gaps
 
 
 def attribution_examples(
@@ -132,15 +160,15 @@ def attribution_examples(
         "median risk": int(np.argsort(risk)[risk.size // 2]),
     }
     rows = np.array(list(picks.values()))
-    seq_attr, sta_attr, gaps = integrated_gradients(model.predictor, inputs.take(rows))
-    concepts = model.encoder.grid.concepts
-    d = len(concepts)
-    per_variable = seq_attr.reshape(len(rows), -1, 3, d).sum(axis=(1, 2))
-    statics_groups = model.encoder.statics.groups
+    attributions, gaps = integrated_gradients(model.predictor, inputs.take(rows))
+    # Each variable's (or covariate's) columns in every array, summed over time.
+    columns = model.predictor.columns(model.encoder)
     examples = []
     for k, (why, row) in enumerate(picks.items()):
-        scores = dict(zip(concepts, per_variable[k].tolist(), strict=True))
-        scores |= {name: float(sta_attr[k, cols].sum()) for name, cols in statics_groups.items()}
+        scores = {
+            name: float(sum(attributions[key][k][..., cols].sum() for key, cols in where.items()))
+            for name, where in columns.items()
+        }
         ranked = sorted(scores.items(), key=lambda kv: -abs(kv[1]))[:top]
         examples.append(
             {

@@ -12,7 +12,9 @@ A model folder holds
   :mod:`bedside.training.survival.fit`), without pickle: ``weights.pt`` (a torch
   ``state_dict``, read back with ``torch.load(..., weights_only=True)``) or
   ``tabular.npz`` (read with ``allow_pickle=False``; see
-  :mod:`bedside.training.survival.tabular`);
+  :mod:`bedside.training.survival.tabular`); an ``lstm-tsfel`` member's quantile
+  edges (:class:`~bedside.training.survival.nets.QuantileEncoding`) are buffers of
+  its ``state_dict``;
 * ``imputer/``: the imputer fitted with the model, saved by its own ``save``, or
   ``imputation/``: the imputation model given with ``--imputer`` (deep models only);
 * ``metrics.json``: the metrics of the out-of-fold predictions at training time;
@@ -73,13 +75,38 @@ class Predictor(Protocol):
 
 
 class NetPredictor:
-    """A :class:`~bedside.training.survival.nets.SurvivalNet` and the log-odds shift of its loss."""
+    """A :class:`~bedside.training.survival.nets.SurvivalNet` and the log-odds shift of its loss.
+
+    A net that reads TSFEL features (``lstm-tsfel``) gets them in its design as
+    ``"features"``: :func:`~bedside.training.survival.features.window_features` of the
+    standardised observed values, as the ``tsfel-*`` models read them (without the
+    statics, which the net reads apart); it encodes them itself.
+    """
 
     def __init__(self, arch: str, params: dict[str, Any], net: Any, logit_shift: float) -> None:
         self.arch, self.params, self.net, self.logit_shift = arch, params, net, logit_shift
 
+    @property
+    def feature_set(self) -> str | None:
+        return self.params.get("tsfel")
+
     def design(self, inputs: Inputs) -> Design:
-        return {"sequence": inputs.sequence(), "statics": inputs.statics}
+        design = {"sequence": inputs.sequence(), "statics": inputs.statics}
+        if self.feature_set:
+            design["features"] = tsfel_features(inputs, self.feature_set)
+        return design
+
+    def net_inputs(self, design: Design, rows: slice | np.ndarray = slice(None)) -> dict[str, Any]:
+        """The tensors ``net.forward`` takes, for ``rows`` of the design."""
+        import torch
+
+        tensors = {
+            "sequence": torch.from_numpy(design["sequence"][rows]),
+            "statics": torch.from_numpy(design["statics"][rows]),
+        }
+        if self.net.tsfel is not None:
+            tensors["tsfel"] = self.net.tsfel(torch.from_numpy(design["features"][rows]))
+        return tensors
 
     def logits(self, design: Design) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -88,10 +115,7 @@ class NetPredictor:
         self.net.eval()
         with torch.no_grad():
             for start in range(0, design["sequence"].shape[0], CHUNK):
-                out = self.net(
-                    torch.from_numpy(design["sequence"][start : start + CHUNK]),
-                    torch.from_numpy(design["statics"][start : start + CHUNK]),
-                )
+                out = self.net(**self.net_inputs(design, slice(start, start + CHUNK)))
                 mortality.append(out["mortality"].double().numpy())
                 hazards.append(out["hazards"].double().numpy())
         return np.concatenate(mortality) - self.logit_shift, np.concatenate(hazards)
@@ -101,10 +125,16 @@ class NetPredictor:
 
     def columns(self, encoder: InputEncoder) -> dict[str, dict[str, list[int]]]:
         d = len(encoder.grid.concepts)
-        groups = {
+        groups: dict[str, dict[str, list[int]]] = {
             concept: {"sequence": [i, d + i, 2 * d + i]}
             for i, concept in enumerate(encoder.grid.concepts)
         }
+        if self.feature_set:
+            from bedside.training.survival.features import FEATURE_SETS
+
+            f = len(FEATURE_SETS[self.feature_set])
+            for i, concept in enumerate(encoder.grid.concepts):
+                groups[concept]["features"] = list(range(i * f, (i + 1) * f))
         return groups | {name: {"statics": cols} for name, cols in encoder.statics.groups.items()}
 
     def config(self) -> dict[str, Any]:
@@ -128,6 +158,13 @@ class NetPredictor:
         net.load_state_dict(state)
         net.eval()
         return cls(arch, dict(config["params"]), net, float(config["logit_shift"]))
+
+
+def tsfel_features(inputs: Inputs, feature_set: str) -> np.ndarray:
+    """TSFEL features of each variable's observed values, float32, NaN where undefined."""
+    from bedside.training.survival.features import FEATURE_SETS, window_features
+
+    return window_features(inputs.observed, FEATURE_SETS[feature_set]).astype(np.float32)
 
 
 class TabularAdapter:

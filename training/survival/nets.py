@@ -15,7 +15,13 @@ Encoders:
 * ``cnn``: residual blocks of dilated 1-D temporal convolutions (receptive field 1 + 2
   (k - 1) (1 + 2 + ... + 2^(L-1)) steps), then mean and max over time;
 * ``cnn-lstm``: one block of temporal convolutions (local patterns, hours) feeding an
-  LSTM (the course over the window).
+  LSTM (the course over the window);
+* ``lstm-tsfel``: the ``lstm`` with, next to its summary, the stay's TSFEL features
+  (:func:`bedside.training.survival.features.window_features`, the ``tsfel-*``
+  models' inputs) in a piecewise-linear encoding on their training quantiles
+  (:class:`QuantileEncoding`). The features are what gives gradient boosting its
+  lead; standardised, they reach only a linear model's AUROC in a net, while the
+  encoding lets one linear layer bend each feature's effect, as a tree's splits do.
 
 The :class:`SurvivalHead` is shared: the summary and the statics go through one
 hidden layer to the mortality logit and the interval hazards, so both tasks shape the
@@ -26,13 +32,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-ARCHS = ("lstm", "cnn", "cnn-lstm")
+ARCHS = ("lstm", "cnn", "cnn-lstm", "lstm-tsfel")
 #: Parameters of the nets themselves (the others are the training loop's).
 NET_KEYS = frozenset(
     {"hidden", "layers", "dropout", "head", "channels", "kernel", "blocks", "summaries"}
+    | {"tsfel", "bins"}
 )
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -54,6 +62,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "summaries": True,
     },
 }
+#: ``tsfel``: the feature set (:data:`~bedside.training.survival.features.FEATURE_SETS`)
+#: the net reads next to the sequence; ``bins``: quantile bins of each feature.
+DEFAULTS["lstm-tsfel"] = DEFAULTS["lstm"] | {"tsfel": "compact", "bins": 8}
 
 
 class SurvivalHead(nn.Module):
@@ -150,7 +161,53 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "lstm": LstmEncoder,
     "cnn": CnnEncoder,
     "cnn-lstm": CnnLstmEncoder,
+    "lstm-tsfel": LstmEncoder,
 }
+
+
+class QuantileEncoding(nn.Module):
+    """Piecewise-linear encoding of tabular features (Gorishniy et al. 2022, "PLE").
+
+    Each feature's training quantiles cut it into ``bins``; a value becomes, per bin,
+    how far through the bin it lies (0 below it, 1 above it), so a linear layer on the
+    encoding is a piecewise-linear function of the feature. A bin of zero width (tied
+    quantiles of a discrete feature, such as a count) is a step at its edge. An
+    undefined feature (NaN: too few observations) is all zeros and a 1 in its own
+    missing column. The edges are buffers: they travel with the weights.
+
+    >>> encoding = QuantileEncoding(1, 2)
+    >>> encoding.fit(np.array([[0.0], [1.0], [2.0], [np.nan]]))
+    >>> encoding(torch.tensor([[0.5], [3.0], [float("nan")]])).tolist()
+    [[0.5, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+
+    def __init__(self, features: int, bins: int) -> None:
+        super().__init__()
+        self.register_buffer("edges", torch.zeros(features, bins + 1))
+        self.size = features * (bins + 1)
+
+    def fit(self, x: np.ndarray) -> None:
+        """Edges at the quantiles of each feature's defined training values."""
+        quantiles = np.linspace(0.0, 1.0, self.edges.shape[1])
+        edges = np.zeros(tuple(self.edges.shape))
+        for j in range(x.shape[1]):
+            defined = x[:, j][np.isfinite(x[:, j])]
+            if defined.size:
+                edges[j] = np.quantile(defined, quantiles)
+        self.edges.copy_(torch.from_numpy(edges))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, features), NaN = undefined
+        low, high = self.edges[:, :-1], self.edges[:, 1:]
+        width = torch.where(high > low, high - low, torch.full_like(high, 1e-6))
+        missing = torch.isnan(x)
+        parts = ((x.unsqueeze(-1) - low) / width).clamp(0.0, 1.0)
+        parts = torch.where(missing.unsqueeze(-1), torch.zeros_like(parts), parts)
+        return torch.cat([parts.flatten(1), missing.to(parts.dtype)], dim=-1)
+
+    def source(self) -> torch.Tensor:
+        """The feature behind each encoded column."""
+        features, bins = self.edges.shape[0], self.edges.shape[1] - 1
+        return torch.cat([torch.arange(features).repeat_interleave(bins), torch.arange(features)])
 
 
 def observed_summaries(sequence: torch.Tensor) -> torch.Tensor:
@@ -187,26 +244,47 @@ class SurvivalNet(nn.Module):
     parameter-free shortcut from the inputs (a "wide" path next to the deep encoder):
     the extremes and last values that clinicians and the TSFEL models read directly
     are then not left for the encoder to rediscover from 4,000 stays.
+
+    With ``tsfel`` (a feature set) the head also reads the stay's TSFEL features of
+    that set, encoded by :attr:`tsfel` (:class:`QuantileEncoding`, fitted on the
+    training stays before training): :meth:`forward` takes them encoded, so that
+    the encoding runs once per stay in training and integrated gradients can follow
+    a path through the encoded features.
     """
 
     def __init__(
         self, arch: str, features: int, statics: int, intervals: int, **params: Any
     ) -> None:
         super().__init__()
+        from bedside.training.survival.features import FEATURE_SETS
+
         settings = {**DEFAULTS[arch], **params}
         self.encoder = ENCODERS[arch](features, **settings)
         self.summaries = bool(settings.get("summaries", True))
         wide = 5 * (features // 3) if self.summaries else 0
+        self.tsfel: QuantileEncoding | None = None
+        if settings.get("tsfel"):
+            columns = (features // 3) * len(FEATURE_SETS[settings["tsfel"]])
+            self.tsfel = QuantileEncoding(columns, settings["bins"])
+            wide += self.tsfel.size
         self.dropout = nn.Dropout(settings["dropout"])
         self.head = SurvivalHead(
             self.encoder.size + wide, statics, settings["head"], intervals, settings["dropout"]
         )
 
-    def forward(self, sequence: torch.Tensor, statics: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, sequence: torch.Tensor, statics: torch.Tensor, tsfel: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         summary = self.encoder(sequence)
         if self.summaries:
             summary = torch.cat([summary, observed_summaries(sequence)], dim=-1)
-        return self.head(self.dropout(summary), statics)
+        summary = self.dropout(summary)
+        if self.tsfel is not None:
+            if tsfel is None:
+                raise ValueError("this net reads TSFEL features: pass them encoded")
+            # Not dropped out: dropping encoded features cost AUROC on set A.
+            summary = torch.cat([summary, tsfel], dim=-1)
+        return self.head(summary, statics)
 
 
 def survival_loss(

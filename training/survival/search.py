@@ -56,6 +56,11 @@ def suggest(arch: str, trial: optuna.Trial, deaths_share: float) -> dict[str, An
     }
     if arch == "lstm":
         return common | {"hidden": trial.suggest_categorical("hidden", [32, 64, 128])}
+    if arch == "lstm-tsfel":
+        return common | {
+            "hidden": trial.suggest_categorical("hidden", [32, 64, 128]),
+            "bins": trial.suggest_categorical("bins", [4, 8, 16]),
+        }
     if arch == "cnn":
         return common | {
             "channels": trial.suggest_categorical("channels", [32, 64, 128]),

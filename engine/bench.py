@@ -315,38 +315,47 @@ def realtime(
     }
 
 
-def published_latencies(servers: str, lateness_s: float = 5.0) -> list[float]:
-    """Seconds from the moment a score's minute could be scored (its time plus the
-    lateness, when the ward's clocks are the wall clock, as in the real-time run) to the
-    moment its record was published (its Kafka timestamp)."""
+def read_records(servers: str, topic: str, timeout_s: float = 60.0) -> list[tuple[float, bytes]]:
+    """Every record of a topic as (Kafka timestamp in seconds, payload), read with
+    librdkafka until every partition is exhausted."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    from bedside.schemas.messages import SCORES_TOPIC
 
     consumer = Consumer(
         {
             "bootstrap.servers": servers,
-            "group.id": "bedside-bench-scores",
+            "group.id": "bedside-bench-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
     )
-    metadata = consumer.list_topics(SCORES_TOPIC, timeout=10)
-    partitions = list(metadata.topics[SCORES_TOPIC].partitions)
-    consumer.assign([TopicPartition(SCORES_TOPIC, p, OFFSET_BEGINNING) for p in partitions])
-    latencies: list[float] = []
+    metadata = consumer.list_topics(topic, timeout=10)
+    partitions = list(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     finished: set[int] = set()
-    deadline = time.monotonic() + 60
+    records = []
+    deadline = time.monotonic() + timeout_s
     while len(finished) < len(partitions) and time.monotonic() < deadline:
         for message in consumer.consume(5000, 1.0):
-            if message.error() is not None:
-                finished.add(int(message.partition() or 0))
+            error = message.error()
+            if error is not None:
+                if error.code() == -191:  # _PARTITION_EOF
+                    finished.add(int(message.partition() or 0))
                 continue
-            score = decode(SCORES_TOPIC, message.value() or b"")
-            published_s = message.timestamp()[1] / 1000.0
-            latencies.append(published_s - score.time.timestamp() - lateness_s)
+            records.append((message.timestamp()[1] / 1000.0, message.value() or b""))
     consumer.close()
-    return latencies
+    return records
+
+
+def published_latencies(servers: str, lateness_s: float = 5.0) -> list[float]:
+    """Seconds from the moment a score's minute could be scored (its time plus the
+    lateness, when the ward's clocks are the wall clock, as in the real-time run) to the
+    moment its record was published (its Kafka timestamp)."""
+    from bedside.schemas.messages import SCORES_TOPIC
+
+    return [
+        published_s - decode(SCORES_TOPIC, value).time.timestamp() - lateness_s
+        for published_s, value in read_records(servers, SCORES_TOPIC)
+    ]
 
 
 def bed_state_bytes(model: Path) -> int:

@@ -46,6 +46,7 @@ from bedside.engine.bench import (
     _quantile_bound,
     _small_model,
     create_topics,
+    read_records,
 )
 from bedside.replay.tansu import TansuBroker, free_port
 from bedside.schemas.messages import (
@@ -63,32 +64,7 @@ BEDSIDE = str(Path(sys.executable).with_name("bedside"))
 
 def read_topic(servers: str, topic: str, timeout_s: float = 60.0) -> list[bytes]:
     """Every payload of a topic, read with librdkafka until it is exhausted."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": servers,
-            "group.id": "bedside-soak-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    metadata = consumer.list_topics(topic, timeout=10)
-    partitions = list(metadata.topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    finished: set[int] = set()
-    records = []
-    deadline = time.monotonic() + timeout_s
-    while len(finished) < len(partitions) and time.monotonic() < deadline:
-        for message in consumer.consume(5000, 1.0):
-            error = message.error()
-            if error is not None:
-                if error.code() == -191:  # _PARTITION_EOF
-                    finished.add(int(message.partition() or 0))
-                continue
-            records.append(message.value() or b"")
-    consumer.close()
-    return records
+    return [value for _, value in read_records(servers, topic, timeout_s)]
 
 
 def check_minutes(servers: str, lateness_s: float) -> dict[str, Any]:

@@ -552,14 +552,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth_train = synth_commands.add_parser(
         "train", help="fit a conditional GAN or a token language model on canonical data"
     )
-    synth_train.add_argument("--data", type=Path, action="append", required=True)
+    synth_train.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="canonical data folder (repeatable)",
+    )
     synth_train.add_argument(
         "--generator",
         default="lm",
         choices=["gan", "lm"],
         help="gan: conditional WGAN-GP; lm: transformer over tokenised stays (default lm)",
     )
-    synth_train.add_argument("--max-minutes", type=float, default=15.0, help="training budget")
+    synth_train.add_argument(
+        "--max-minutes", type=float, default=15.0, help="training budget (default 15)"
+    )
     synth_train.add_argument(
         "--steps", type=int, default=1_000_000, help="at most this many training steps"
     )
@@ -586,7 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="fidelity, utility, privacy and rebalancing of synthetic stays"
     )
     synth_evaluate.add_argument(
-        "--synthetic", type=Path, required=True, help="folder from `synth sample`"
+        "--synthetic",
+        type=Path,
+        required=True,
+        help="folder from `synth sample` (its data card gets the privacy results)",
     )
     synth_evaluate.add_argument(
         "--train", type=Path, action="append", required=True, help="the generator's real data"

@@ -8,6 +8,8 @@ not how good they are (BENCHMARKS.md measures that on PhysioNet 2012).
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,14 @@ def assert_same_stays(a: StaySet, b: StaySet) -> None:
 
 
 # --- encodings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["bedside.training.synthetic.encoding", "bedside.training.synthetic.lm.tokens"]
+)
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
 
 
 def test_marginal_gives_back_the_nearest_training_quantile() -> None:

@@ -50,7 +50,6 @@ NUMERIC_STATICS = (
     "hospital_los_days",
     "survival_days",
 )
-STATIC_COLUMNS = (*NUMERIC_STATICS, "sex", "icu_type")
 SYNTHETIC_ID_BASE = 90_000_000
 #: The ``source_code`` system of synthetic events: ``synthetic//heart_rate``.
 SOURCE_SYSTEM = "synthetic"
@@ -67,7 +66,7 @@ class StaySet:
 
     grid: Grid
     values: np.ndarray  # (n, steps, variables) float64, raw units, NaN = missing
-    statics: pl.DataFrame  # n rows of STATIC_COLUMNS; null = unknown
+    statics: pl.DataFrame  # n rows of the STATIC_SCHEMA columns; null = unknown
     death: np.ndarray  # (n,) int64, 1 = in-hospital death
 
     def __post_init__(self) -> None:

@@ -69,12 +69,13 @@ def generator_class(kind: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def load_generator(directory: Path) -> Any:
+def load_generator(directory: Path) -> Generator:
     path = directory / CONFIG_FILE
     if not path.exists():
         raise GeneratorError(f"{directory}: no {CONFIG_FILE}; not a generator folder")
     kind = json.loads(path.read_text())["kind"]
-    return generator_class(kind).load(directory)
+    generator: Generator = generator_class(kind).load(directory)
+    return generator
 
 
 def write_config(directory: Path, kind: str, config: dict[str, Any], generator: Any) -> None:

@@ -21,6 +21,7 @@ import html
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,20 +193,21 @@ def _with_ci(metrics: dict[str, Any], name: str, digits: int = 3, percent: bool 
     return text
 
 
-def _png(figure: Figure, alt: str) -> str:
+def inline_png(figure: Figure, alt: str, dpi: int = 110) -> str:
     """An ``<img>`` holding the figure as an inline PNG, described by ``alt``."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def html_table(header: list[str], rows: list[list[Any]], number: Callable[[Any], Any] = str) -> str:
+    """An HTML table; numbers right-aligned and shown with ``number``."""
     head = "".join(f"<th>{_esc(h)}</th>" for h in header)
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="num">{_esc(c)}</td>'
+            f'<td class="num">{_esc(number(c))}</td>'
             if isinstance(c, int | float)
             else f"<td>{_esc(c)}</td>"
             for c in row
@@ -555,7 +557,7 @@ def _alarm_section(ev: _Evaluation) -> str:
         f"<tr><th>Total</th><td class='num'>{ev.deaths}</td>"
         f"<td class='num'>{ev.n - ev.deaths}</td><td class='num'>{ev.n}</td></tr></table>"
     )
-    rates = _table(
+    rates = html_table(
         ["", "value"],
         [
             ["Sensitivity", _with_ci(b, "sensitivity", percent=True)],
@@ -576,8 +578,8 @@ def _alarm_section(ev: _Evaluation) -> str:
             ("tn", "no alert, survive"),
         )
     )
-    icons = _png(_icon_array(per_100), "what happens to 100 patients at this threshold")
-    others = _table(
+    icons = inline_png(_icon_array(per_100), "what happens to 100 patients at this threshold")
+    others = html_table(
         ["threshold", "risk", "alerts", "alerts for a death", "deaths caught", "PPV"],
         _threshold_rows(ev.y, ev.risk, ev.threshold),
     )
@@ -600,7 +602,7 @@ def _cohort_section(stays: pl.DataFrame, predictions: pl.DataFrame) -> str:
             f'<p class="note">{predictions.height - cohort.height} predicted stays are not in '
             "the stays table and are left out of this table.</p>"
         )
-    return out + _table(header, rows)
+    return out + html_table(header, rows)
 
 
 def _discrimination_section(ev: _Evaluation) -> str:
@@ -611,7 +613,9 @@ def _discrimination_section(ev: _Evaluation) -> str:
         f"<p>AUROC {_esc(_with_ci(ev.binary, 'auroc'))}; AUPRC "
         f"{_esc(_with_ci(ev.binary, 'auprc'))} (a model that knows nothing scores "
         f"{_num(ev.deaths / ev.n)}). The dot marks the alert threshold.</p>"
-        + _png(_discrimination_figure(ev.y, ev.risk, ev.binary), "ROC and precision-recall curves")
+        + inline_png(
+            _discrimination_figure(ev.y, ev.risk, ev.binary), "ROC and precision-recall curves"
+        )
     )
 
 
@@ -620,7 +624,7 @@ def _calibration_section(ev: _Evaluation) -> str:
     h_plain = _num(b.get("hl_h"), 2)
     if b.get("hl_h_p") is not None:
         h_plain += f" (df {b.get('hl_h_df')}, p = {b['hl_h_p']:.3f})"
-    table = _table(
+    table = html_table(
         ["measure", "value", "ideal"],
         [
             ["Brier score", _with_ci(b, "brier", 4), "0 (lower is better)"],
@@ -640,7 +644,7 @@ def _calibration_section(ev: _Evaluation) -> str:
         "<p>Patients are put in ten groups of equal size by predicted risk; each dot is a "
         "group's mean predicted risk against the share who died. Dots on the dashed line "
         "mean the risks can be read as probabilities.</p>"
-        + _png(_calibration_figure(ev.y, ev.risk), "calibration plot")
+        + inline_png(_calibration_figure(ev.y, ev.risk), "calibration plot")
         + table
     )
 
@@ -655,7 +659,7 @@ def _importance_section(importance: pl.DataFrame | None, measured_as: str | None
         "what the model relies on, not what causes death."
         + (f" Measured as: {_esc(measured_as)}." if measured_as else "")
         + "</p>"
-        + _png(_importance_figure(importance), "variable importance")
+        + inline_png(_importance_figure(importance), "variable importance")
     )
 
 
@@ -669,11 +673,11 @@ def _survival_section(ev: _Evaluation, predictions: pl.DataFrame) -> str:
         out += (
             "<p>Besides the in-hospital risk, the model predicts each patient's chance of "
             "being alive at every time after the prediction. Five patients from the lowest "
-            "to the highest risk:</p>" + _png(figure, "example survival curves")
+            "to the highest risk:</p>" + inline_png(figure, "example survival curves")
         )
         if len(columns) <= 8:
             hours = [f"alive at {h:g} h" for h, _ in columns]
-            out += _table(["stay", "in-hospital risk", "outcome", *hours], rows)
+            out += html_table(["stay", "in-hospital risk", "outcome", *hours], rows)
     if ev.survival:
         out += _survival_table(ev.survival)
     if not columns and not ev.survival:
@@ -702,7 +706,7 @@ def _survival_table(survival: dict[str, Any]) -> str:
             f"from {span[0]:g} h to {span[1]:g} h" if span else "",
         ]
     )
-    return _table(["measure", "value", ""], rows)
+    return html_table(["measure", "value", ""], rows)
 
 
 def _model_section(ev: _Evaluation, info: dict[str, Any]) -> str:
@@ -711,7 +715,7 @@ def _model_section(ev: _Evaluation, info: dict[str, Any]) -> str:
         rows = [
             [k, v if isinstance(v, str) else json.dumps(v, default=str)] for k, v in info.items()
         ]
-        out += _table(["", ""], rows)
+        out += html_table(["", ""], rows)
     boot = ev.binary.get("bootstrap") or {}
     if boot.get("resamples"):
         out += (

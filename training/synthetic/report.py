@@ -9,9 +9,7 @@ it and ``bedside synth evaluate`` adds the evaluation.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from bedside.training.evaluation.report import html_table, inline_png
 
 CARD_JSON = "data_card.json"
 CARD_MD = "data_card.md"
@@ -39,26 +39,11 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _png(figure: Figure, alt: str) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+    return inline_png(figure, alt, dpi=90)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="num">{_esc(_num(c) if isinstance(c, float) else c)}</td>'
-            if isinstance(c, int | float)
-            else f"<td>{_esc(c)}</td>"
-            for c in row
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return html_table(header, rows, number=lambda c: _num(c) if isinstance(c, float) else c)
 
 
 # --- figures ----------------------------------------------------------------------------

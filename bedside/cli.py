@@ -743,6 +743,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_engine.add_argument(
         "--epoch", type=float, default=10.0, help="the engine's epoch in the real-time run (10 s)"
     )
+    bench_engine.add_argument(
+        "--no-recovery",
+        action="store_true",
+        help="run the real-time engine without recovery snapshots (default: with them, "
+        "in a scratch folder, as deployed)",
+    )
     bench_engine.add_argument("--seed", type=int, default=2026)
     bench_engine.add_argument("--json", type=Path, help="write the figures here")
     bench_engine.set_defaults(handler="bedside.engine.bench:run")

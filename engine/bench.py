@@ -13,10 +13,13 @@ message per bed and second). On one broker (Tansu, started for the run, unless
    first to its last processed record (start-up excluded). Reported as records/s and
    as a share of (1). Peak memory (VmHWM) of each process is read from ``/proc``.
 3. **Real time**: the ward is published live (each bed's clock starting at a different
-   second, as admissions do) for ``--realtime-seconds`` while one engine process keeps
-   up; the engine's latency histogram (from the production of the record that completes
-   a bed's minute to that minute's score) gives the p50 and p99 as bucket bounds, and its
-   CPU share is read from ``/proc``.
+   second, as admissions do; a record's time is the moment it is sent) for
+   ``--realtime-seconds`` while one engine process, with recovery snapshots every
+   ``--epoch`` as deployed (``--no-recovery``: without), keeps up. The latency of a
+   score is from the moment its minute could be scored (its time plus the lateness,
+   when the record that completes it is sent) to the score record's Kafka timestamp;
+   the engine's own histogram (from that record's production to the score's
+   computation) gives bucket bounds, and its CPU share is read from ``/proc``.
 4. **Per-bed state**: pickled size of a bed's engine state after an hour of data.
 
 Without ``--model`` a small TSFEL + logistic-regression model is trained on simulated
@@ -260,15 +263,26 @@ def engine_throughput(servers: str, model: Path, expected: int, processes: int) 
 
 
 def realtime(
-    servers: str, model: Path, beds: int, seconds: float, seed: int, epoch_s: float = 10.0
+    servers: str,
+    model: Path,
+    beds: int,
+    seconds: float,
+    seed: int,
+    epoch_s: float = 10.0,
+    recovery: Path | None = None,
 ) -> dict[str, Any]:
     port = free_port()
-    engine = _engine(servers, model, port, ["--from-end", "--epoch", str(epoch_s)])
+    extra = ["--from-end", "--epoch", str(epoch_s)]
+    if recovery is not None:
+        extra += ["--recovery", str(recovery)]
+    engine = _engine(servers, model, port, extra)
     time.sleep(8.0)  # start-up (imports, model) before the ward goes live
     rng = np.random.default_rng(seed)
     producer = _producer(servers)
-    start = datetime.now(UTC).replace(microsecond=0)
     cpu_start = _cpu_s(engine.pid)
+    # Second s of the ward is timed start + s and sent at that wall-clock moment, so a
+    # record's event time is when it was sent, as a monitor's is.
+    start = datetime.now(UTC)
     wall_start = time.perf_counter()
     second = 0
     lag = 0.0  # how far the ward's producer fell behind real time (it must not)
@@ -307,6 +321,7 @@ def realtime(
         "producer_lag_s_max": lag,
         "beds": beds,
         "seconds": seconds,
+        "recovery": recovery is not None,
         "scores": scores,
         "latency_p50_s_at_most": _quantile_bound(buckets, 0.5),
         "latency_p99_s_at_most": _quantile_bound(buckets, 0.99),
@@ -420,7 +435,13 @@ def run(args: argparse.Namespace) -> int:
             live = None
             if args.realtime_seconds > 0:
                 live = realtime(
-                    servers, model, args.beds, args.realtime_seconds, args.seed + 1, args.epoch
+                    servers,
+                    model,
+                    args.beds,
+                    args.realtime_seconds,
+                    args.seed + 1,
+                    args.epoch,
+                    recovery=None if args.no_recovery else Path(scratch) / "recovery",
                 )
                 e2e = live["published_latency_s"]
                 if e2e["n"]:

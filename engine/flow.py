@@ -2,30 +2,31 @@
 
 ::
 
-    in ──decode──┬── valid ──key by bed──bed (stateful)──┐
-                 └── rejected ──dead-letter──────────────┴──out
+    in ──decode──┬── valid ──key by shard──beds (stateful)──┐
+                 └── rejected ──dead-letter────────────────────┴──out
 
 * ``decode`` (:func:`bedside.engine.intake.accept`): schema validation; anything
   malformed goes to ``icu.deadletter.v1`` with the reason.
-* ``bed`` (:class:`BedLogic`, keyed by bed so each bed's records stay in order on one
-  worker): duplicates, clocks, detectors, waveforms, rolling window, imputation and
+* ``beds`` (:class:`ShardLogic`, keyed by shard of beds so each bed's records stay in
+  order on one worker): duplicates, clocks, detectors, waveforms, rolling window, imputation and
   survival model, alert policy (:mod:`bedside.engine.bed`).
 * ``out``: one record per anomaly, score, alert or dead letter, keyed by bed.
 
 The same flow runs on Kafka (:func:`kafka_flow`, ``bedside engine``) and in process
 (:func:`run_records`, for the demo and tests): only the source and the sink differ.
-Each bed's state is snapshotted (pickled by us, read back only from the engine's own
-recovery store) at the end of each epoch when recovery is on.
+The beds' states of each shard touched in an epoch are snapshotted (pickled by us, read
+back only from the engine's own recovery store) at its end when recovery is on.
 """
 
 from __future__ import annotations
 
 import pickle
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -44,42 +45,83 @@ from bedside.engine.bed import BedState, Engine
 from bedside.engine.intake import INPUT_TOPICS, Accepted, Incoming, Outgoing, accept, dead_letter
 from bedside.settings import KafkaSettings
 
+#: Keys of the stateful step: each bed belongs to one shard, fixed by its name. Bytewax
+#: pays a fixed cost per key and batch (a call, a wake-up check, a snapshot entry), so
+#: thousands of beds are handed over as a few dozen shards, each holding its beds'
+#: states; shards are spread over the workers. Changing it invalidates recovery stores.
+SHARDS: Final = 64
 
-class BedLogic(StatefulBatchLogic[Accepted, Outgoing, bytes]):
-    """Bytewax's handle on one bed: hands each batch of its records to the engine."""
+
+def shard_of(bed: str) -> str:
+    """The shard of a bed (stable across processes and restarts)."""
+    return str(zlib.crc32(bed.encode()) % SHARDS)
+
+
+class ShardLogic(StatefulBatchLogic[Accepted, Outgoing, bytes]):
+    """Bytewax's handle on one shard: hands each bed's records of a batch, in order, to
+    the engine with that bed's state."""
 
     def __init__(self, engine: Engine, resume: bytes | None) -> None:
         self.engine = engine
-        self.state: BedState | None = pickle.loads(resume) if resume is not None else None
+        self.beds: dict[str, BedState] = pickle.loads(resume) if resume is not None else {}
+        #: Beds holding patient events (they need waking up even if they fall silent).
+        self.holding = {bed for bed, state in self.beds.items() if state.held}
+
+    def _state(self, bed: str) -> BedState:
+        state = self.beds.get(bed)
+        if state is None:
+            state = self.beds[bed] = self.engine.new_bed(bed)
+        return state
 
     def on_batch(self, values: list[Accepted]) -> tuple[Iterable[Outgoing], bool]:
-        if self.state is None:
-            self.state = self.engine.new_bed(values[0].bed)
-        return self.engine.process(self.state, values), StatefulBatchLogic.RETAIN
+        engine, out = self.engine, []
+        if len(values) == 1:
+            batches: dict[str, list[Accepted]] = {values[0].bed: values}
+        else:
+            batches = {}
+            for item in values:
+                batches.setdefault(item.bed, []).append(item)
+        for bed, items in batches.items():
+            state = self._state(bed)
+            out.extend(engine.process(state, items))
+            if state.held:
+                self.holding.add(bed)
+            else:
+                self.holding.discard(bed)
+        return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Outgoing], bool]:
-        if self.state is None:
-            return [], StatefulBatchLogic.RETAIN
-        return self.engine.finish(self.state), StatefulBatchLogic.RETAIN
+        out: list[Outgoing] = []
+        for state in self.beds.values():
+            out.extend(self.engine.finish(state))
+        self.holding.clear()
+        return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Outgoing], bool]:
-        if self.state is None:
-            return [], StatefulBatchLogic.RETAIN
-        return self.engine.release_held(self.state, time.time()), StatefulBatchLogic.RETAIN
+        out: list[Outgoing] = []
+        now = time.time()
+        for bed in list(self.holding):
+            state = self.beds[bed]
+            out.extend(self.engine.release_held(state, now))
+            if not state.held:
+                self.holding.discard(bed)
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        """Wake up when a held patient event is due (the bed may be silent by then)."""
-        if self.state is None:
+        """Wake up when a held patient event is due (its bed may be silent by then)."""
+        if not self.holding:
             return None
-        due = self.engine.next_release_s(self.state, time.time())
-        return None if due is None else datetime.fromtimestamp(due, UTC)
+        now = time.time()
+        due = [self.engine.next_release_s(self.beds[bed], now) for bed in self.holding]
+        soonest = min((d for d in due if d is not None), default=None)
+        return None if soonest is None else datetime.fromtimestamp(soonest, UTC)
 
     def snapshot(self) -> bytes:
-        return pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(self.beds, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _bed_of(item: Accepted) -> str:
-    return str(item.bed)
+def _shard_of(item: Accepted) -> str:
+    return shard_of(item.bed)
 
 
 def _is_valid(item: Any) -> bool:
@@ -109,8 +151,8 @@ def build_flow(
     records = op.input("in", flow, source)
     decoded = op.map("decode", records, accept)
     valid = op.branch("valid", decoded, _is_valid)
-    keyed = op.key_on("by-bed", valid.trues, _bed_of)
-    scored = op.stateful_batch("bed", keyed, lambda resume: BedLogic(engine, resume))
+    keyed = op.key_on("by-shard", valid.trues, _shard_of)
+    scored = op.stateful_batch("beds", keyed, lambda resume: ShardLogic(engine, resume))
     rejected = op.map("dead-letter", valid.falses, _rejected)
     if keyed_output:
         letters = op.key_on("by-topic", rejected, _topic_of)

@@ -42,7 +42,7 @@ SCORE_ERRORS: Final = Counter(
 LATENCY: Final = Histogram(
     "bedside_engine_score_latency_seconds",
     "From the production of the record that completed a minute to its score.",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
 )
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bedside.engine import metrics
 from bedside.engine.bed import Engine
-from bedside.engine.flow import run_records
+from bedside.engine.flow import SHARDS, run_records, shard_of
 from bedside.engine.intake import Incoming, Outgoing
 from bedside.engine.settings import EngineSettings
 from bedside.replay.faults import FaultInjector, FaultRates
@@ -98,6 +98,32 @@ def test_a_simulated_ward_is_scored_every_minute_and_every_record_is_accounted_f
     assert [r.horizon_h for r in score.risks] == [24.0, 72.0, 168.0, 720.0]
     assert 0.0 <= score.mortality <= 1.0 and 0.0 <= score.imputed_fraction <= 1.0
     assert [r.risk for r in score.risks] == sorted(r.risk for r in score.risks)
+
+
+def test_beds_sharing_a_shard_are_scored_as_if_each_were_alone(engine: Engine) -> None:
+    # The flow keys its state by shard of beds: two beds of one shard, their records
+    # interleaved, must get exactly the outputs each gets alone.
+    beds = [f"bed-{n}" for n in range(4 * SHARDS)]
+    first = beds[0]
+    second = next(b for b in beds[1:] if shard_of(b) == shard_of(first))
+    messages = list(simulate_ward(2, 2, 11, monitor_hz=1 / 60, los_scale=0.1))
+    names = sorted({m.bed for m in messages})
+    renamed = [
+        m.model_copy(update={"bed": {names[0]: first, names[1]: second}[m.bed]}) for m in messages
+    ]
+
+    def outputs_of(selected: list) -> dict[str, list[bytes]]:
+        found: dict[str, list[bytes]] = {}
+        for record in run_records(engine, records_of(selected)):
+            if record.topic in (SCORES_TOPIC, ALERTS_TOPIC, ANOMALIES_TOPIC):
+                found.setdefault(record.key.decode(), []).append(record.value)
+        return found
+
+    together = outputs_of(renamed)
+    for bed in (first, second):
+        alone = outputs_of([m for m in renamed if m.bed == bed])
+        assert together[bed] == alone[bed]
+        assert any(b'"mortality"' in value for value in alone[bed])
 
 
 def minutes(bed: str, stay: str, admitted: datetime, until: datetime) -> set:

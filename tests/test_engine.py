@@ -374,3 +374,19 @@ def test_a_bed_with_only_an_ecg_is_scored_from_the_heart_rate_it_derives(engine:
     assert scores[-1].staleness_s < 30
     derived = metrics.count("bedside_engine_derived_values", {"signal": "ecg_ii", "outcome": "ok"})
     assert derived >= 15
+
+
+def test_an_accepted_record_crosses_processes_and_snapshots_intact() -> None:
+    # Between the processes of a cluster and in recovery snapshots an accepted record is
+    # pickled as its payload and decoded again: it must come back equal.
+    import pickle
+
+    from bedside.engine.intake import accept
+
+    message = Vitals(
+        bed="b7", stay_id="s7", time=START, source="monitor", seq=3, values={"heart_rate": 81.5}
+    )
+    accepted = accept(Incoming(VITALS_TOPIC, encode(message), b"b7", 2, 40, (1, 1_900_000_000_000)))
+    back = pickle.loads(pickle.dumps(accepted))
+    assert back == accepted and back.message == message
+    assert len(pickle.dumps(accepted)) < 2 * len(accepted.payload) + 200

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bedside import __version__
 from bedside.errors import BedsideError
+from bedside.training.survival import ARCHS as SURVIVAL_ARCHS
 from bedside.ward import DEFAULT_AUDIT_DB
 
 Handler = Callable[[argparse.Namespace], int]
@@ -308,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_survival.add_argument(
         "--arch",
         default="lstm",
-        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
+        choices=SURVIVAL_ARCHS,
         help="model architecture (default lstm)",
     )
     train_survival.add_argument(
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--arch",
         default="tsfel-gbm",
-        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
+        choices=SURVIVAL_ARCHS,
     )
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
     evaluate.add_argument("--seed", type=int, default=2026)
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument(
         "--arch",
         default="tsfel-lr",
-        choices=["tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel"],
+        choices=SURVIVAL_ARCHS,
         help="candidate architecture (default tsfel-lr)",
     )
     retrain.add_argument("--holdout", type=float, default=0.2, help="share of stays held out (0.2)")

@@ -17,6 +17,7 @@ from bedside.engine.intake import Accepted
 from bedside.engine.settings import EngineError, EngineSettings
 from bedside.schemas.messages import SCORES_TOPIC, VITALS_TOPIC, Vitals, decode, encode
 from bedside.training.registry import ModelRegistry
+from bedside.training.retrain import holdout_split
 
 
 @pytest.fixture(scope="module")
@@ -27,15 +28,28 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def shuffled_outcomes(source: Path, target: Path) -> Path:
-    """The same stays with outcomes shuffled: a model trained on it learns nothing."""
+def swapped_patients(source: Path, target: Path) -> Path:
+    """The same stays and outcomes, but the stays that ``retrain`` trains on swap their
+    patients (events, moved to the new stay's admission, and static covariates): a model
+    trained on it learns nothing, and is judged on the same held-out stays, untouched."""
     target.mkdir()
-    (target / "events.parquet").write_bytes((source / "events.parquet").read_bytes())
     stays = pl.read_parquet(source / "stays.parquet")
-    order = np.random.default_rng(0).permutation(stays.height)
-    columns = ["in_hospital_death", "death_time", "survival_days"]
-    shuffled = stays.with_columns(stays[order].select(columns).get_columns())
-    shuffled.write_parquet(target / "stays.parquet")
+    events = pl.read_parquet(source / "events.parquet")
+    train, _ = holdout_split(stays, 0.2, 2026)  # retrain's defaults
+    ids = train["stay_id"].to_numpy()
+    patients = ["age", "sex", "height_cm", "weight_kg", "icu_type"]
+    donors = stays.select("stay_id", "admit_time", *patients).rename({"stay_id": "donor"})
+    swap = pl.DataFrame({"stay_id": ids, "donor": np.random.default_rng(0).permutation(ids)})
+    swap = swap.join(donors, on="donor").join(stays.select("stay_id", "admit_time"), on="stay_id")
+    moved = (
+        events.rename({"stay_id": "donor"})
+        .join(swap, on="donor")
+        .with_columns(time=pl.col("time") - pl.col("admit_time") + pl.col("admit_time_right"))
+    )
+    kept = events.filter(~pl.col("stay_id").is_in(ids.tolist()))
+    pl.concat([kept, moved.select(events.columns)]).write_parquet(target / "events.parquet")
+    swapped = stays.update(swap.select("stay_id", *patients), on="stay_id")
+    swapped.write_parquet(target / "stays.parquet")
     return target
 
 
@@ -52,7 +66,7 @@ def test_the_first_model_is_promoted_and_a_worse_one_is_not(cohort: Path, tmp_pa
     assert first["candidate"]["auroc"] > 0.7
     assert ModelRegistry(registry).current_name() == first["version"]
 
-    noise = shuffled_outcomes(cohort, tmp_path / "noise")
+    noise = swapped_patients(cohort, tmp_path / "noise")
     second = retrain(registry, noise, tmp_path / "2.json")
     assert not second["promoted"] and "worse" in second["reason"]
     # Both were judged on the same held-out stays; the current model did not change.

@@ -22,7 +22,7 @@ from bedside.cli import main
 from bedside.replay.simulator import simulate_cohort
 from bedside.training.survival.data import build_cohort
 from bedside.training.survival.features import FEATURES, window_features
-from bedside.training.survival.fit import FitOptions, fit_model
+from bedside.training.survival.fit import BLENDS, FitOptions, fit_model
 from bedside.training.survival.importance import integrated_gradients, permutation_importance
 from bedside.training.survival.likelihood import (
     interval_targets,
@@ -31,7 +31,14 @@ from bedside.training.survival.likelihood import (
 )
 from bedside.training.survival.model import SurvivalModel
 from bedside.training.survival.nets import survival_loss
-from bedside.training.survival.tabular import _export_trees, _trees_logit
+from bedside.training.survival.tabular import (
+    LR_C_GRID,
+    LR_DEFAULTS,
+    TabularPredictor,
+    _export_trees,
+    _trees_logit,
+    design_matrix,
+)
 from bedside.training.windows import window
 
 torch.set_num_threads(2)
@@ -45,6 +52,7 @@ TINY: dict[str, dict[str, object]] = {
     "cnn-lstm": {"channels": 16, "hidden": 16, "head": 16, "max_epochs": 12, "patience": 4},
     "lstm-tsfel": {"hidden": 16, "head": 16, "batch_size": 128, "max_epochs": 8, "patience": 3},
 }
+TINY["deep-ensemble"] = {part: TINY[part] for part in BLENDS["deep-ensemble"]}
 
 
 # --- the likelihood ---------------------------------------------------------------------
@@ -254,7 +262,7 @@ def test_bedside_predict_scores_like_the_engines_window(
     np.testing.assert_allclose(batch.mortality, offline["mortality"].to_numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "lstm-tsfel"])
+@pytest.mark.parametrize("arch", ["lstm", "lstm-tsfel", "deep-ensemble"])
 def test_integrated_gradients_add_up_to_the_logit_change(
     arch: str, models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
 ) -> None:
@@ -264,10 +272,35 @@ def test_integrated_gradients_add_up_to_the_logit_change(
     attributions, gaps = integrated_gradients(model.predictor, inputs, steps=128)
     assert attributions["sequence"].shape == inputs.sequence().shape
     assert attributions["statics"].shape == inputs.statics.shape
-    if arch == "lstm-tsfel":
+    if arch != "lstm":
         assert attributions["features"].shape[0] == 3
         assert np.abs(attributions["features"]).sum() > 0
     assert np.abs(gaps).max() < 0.05
+
+
+def test_logistic_regression_chooses_its_regularisation_out_of_fold(
+    models: dict[str, SurvivalModel],
+) -> None:
+    chosen = models["tsfel-lr"].info["training"]["regularisation"]
+    assert set(chosen["log_loss"]) == {f"{c:g}" for c in LR_C_GRID}
+    assert chosen["C"] == float(min(chosen["log_loss"], key=chosen["log_loss"].__getitem__))
+    assert models["tsfel-lr"].predictor.members[0].config()["params"]["C"] == chosen["C"]
+
+
+def test_standardised_logistic_regression_still_predicts(
+    models: dict[str, SurvivalModel], simulated: dict[str, pl.DataFrame]
+) -> None:
+    """Models saved before the quantile encoding (``bins`` absent) standardise the features."""
+    model = models["tsfel-lr"]
+    cohort = build_cohort(simulated["events"], simulated["train"], model.grid)
+    inputs = model.encoder.encode(cohort.windows, cohort.stays)
+    x = design_matrix(inputs)
+    old = {k: v for k, v in LR_DEFAULTS.items() if k != "bins"}
+    fitted = TabularPredictor("tsfel-lr", old).fit(
+        x, cohort.mortality, np.zeros((len(x), 0), bool), np.zeros((len(x), 0)), 3
+    )
+    assert "scale.means" in fitted.arrays and "encoding.edges" not in fitted.arrays
+    assert roc_auc_score(cohort.mortality, fitted.mortality_logit(x)) > 0.7
 
 
 def test_permutation_importance_ranks_every_variable(

@@ -1,4 +1,5 @@
-"""Mortality and survival models: TSFEL + scikit-learn baselines, LSTM, CNN and CNN-LSTM.
+"""Mortality and survival models: TSFEL + scikit-learn baselines, LSTM, CNN, CNN-LSTM, the
+LSTM-TSFEL hybrid, and a deep ensemble of two of these nets.
 
 Every model predicts, from one window (48 hourly steps of the PhysioNet 2012 variables,
 :data:`bedside.training.windows.PHYSIONET_2012`) and the patient's static covariates,
@@ -31,3 +32,7 @@ The engine's side, in full::
     scores = model.predict_window(raw, {"age": 71, "sex": "F", "icu_type": "medical"})
     scores["mortality"], scores["risks"][24.0], scores["survival"]
 """
+
+#: Every architecture ``bedside train survival --arch`` knows (a plain tuple here, so the
+#: command line lists them without importing torch).
+ARCHS = ("tsfel-lr", "tsfel-gbm", "lstm", "cnn", "cnn-lstm", "lstm-tsfel", "deep-ensemble")

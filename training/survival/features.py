@@ -183,3 +183,41 @@ def window_features(observed: np.ndarray, names: Sequence[str] = FEATURES) -> np
 
 def feature_names(concepts: Sequence[str], names: Sequence[str] = FEATURES) -> list[str]:
     return [f"{concept}.{feature}" for concept in concepts for feature in names]
+
+
+def quantile_edges(x: np.ndarray, bins: int) -> np.ndarray:
+    """Edges (columns, bins + 1) at the quantiles of each column's defined values (0 when
+    a column has none): what :func:`piecewise_linear` cuts each column into."""
+    quantiles = np.linspace(0.0, 1.0, bins + 1)
+    edges = np.zeros((x.shape[1], bins + 1))
+    for j in range(x.shape[1]):
+        defined = x[:, j][np.isfinite(x[:, j])]
+        if defined.size:
+            edges[j] = np.quantile(defined, quantiles)
+    return edges
+
+
+def piecewise_linear(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Piecewise-linear encoding of the columns of ``x`` (Gorishniy et al. 2022, "PLE").
+
+    Each column's ``edges`` (:func:`quantile_edges` of the training values) cut it into
+    bins; a value becomes, per bin, how far through the bin it lies (0 below it, 1
+    above it), so a linear function of the encoding is a piecewise-linear function of
+    the value: a linear model can bend each feature's effect, as a tree's splits do. A
+    bin of zero width (tied quantiles of a discrete column, such as a count) is a step
+    at its edge. An undefined value (NaN) is all zeros and a 1 in its column's missing
+    indicator. Returns (n, columns * bins + columns): the bins of every column, column
+    by column, then the missing indicators; in ``x``'s float type.
+
+    >>> edges = quantile_edges(np.array([[0.0], [1.0], [2.0], [np.nan]]), 2)
+    >>> piecewise_linear(np.array([[0.5], [3.0], [np.nan]]), edges).tolist()
+    [[0.5, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    edges = edges.astype(x.dtype, copy=False)
+    low, high = edges[:, :-1], edges[:, 1:]
+    width = np.where(high > low, high - low, x.dtype.type(1e-6))
+    missing = np.isnan(x)
+    with np.errstate(invalid="ignore"):
+        parts = np.clip((x[..., None] - low) / width, 0.0, 1.0)
+    parts[missing] = 0.0
+    return np.concatenate([parts.reshape(x.shape[0], -1), missing.astype(x.dtype)], axis=1)

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from bedside.training.survival.inputs import Inputs
-from bedside.training.survival.model import Ensemble, NetPredictor, SurvivalModel
+from bedside.training.survival.model import Blend, Ensemble, NetPredictor, SurvivalModel
 
 
 def _auroc(y: np.ndarray, score: np.ndarray) -> float:
@@ -60,9 +60,10 @@ def permutation_importance(
 
 
 def nets_of(predictor: Any) -> list[NetPredictor]:
-    """The net members of a net predictor or an ensemble of them (empty for others)."""
+    """The nets of a net predictor, a blend, or an ensemble of either (empty for others)."""
     members = predictor.members if isinstance(predictor, Ensemble) else [predictor]
-    return [m for m in members if isinstance(m, NetPredictor)]
+    parts = [part for m in members for part in (m.parts if isinstance(m, Blend) else [m])]
+    return [part for part in parts if isinstance(part, NetPredictor)]
 
 
 def integrated_gradients(
@@ -71,9 +72,9 @@ def integrated_gradients(
     """Attributions of the mortality log-odds to each array of the design: the sequence
     (n, T, C), the statics (n, S) and, for nets that read them, the TSFEL features (n, F).
 
-    ``predictor`` is a net or an ensemble of nets (whose log-odds are averaged, so are
-    their attributions). Also returns, per stay, ``f(x) - f(baseline) - sum of
-    attributions`` (ideally 0).
+    ``predictor`` is a net, a blend of nets or an ensemble of either (whose log-odds are
+    averaged, so are their attributions). Also returns, per stay, ``f(x) - f(baseline) -
+    sum of attributions`` (ideally 0).
 
     The baseline is a stay with every variable unobserved (values, mask and elapsed
     all 0: each at its training mean) and the static covariates at their training
@@ -100,7 +101,8 @@ def integrated_gradients(
     )
     baseline_design = {"sequence": empty.sequence(), "statics": empty.statics}
     if "features" in design:
-        baseline_design["features"] = tsfel_features(empty, members[0].feature_set or "")
+        feature_set = next(m.feature_set for m in members if m.feature_set)
+        baseline_design["features"] = tsfel_features(empty, feature_set)
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps  # midpoint rule
     n = len(inputs)
     attributions = {key: np.zeros(values.shape) for key, values in design.items()}

@@ -14,7 +14,8 @@ A model folder holds
   ``tabular.npz`` (read with ``allow_pickle=False``; see
   :mod:`bedside.training.survival.tabular`); an ``lstm-tsfel`` member's quantile
   edges (:class:`~bedside.training.survival.nets.QuantileEncoding`) are buffers of
-  its ``state_dict``;
+  its ``state_dict``; a ``deep-ensemble`` member (:class:`Blend`) has one folder per
+  net, named after its architecture;
 * ``imputer/``: the imputer fitted with the model, saved by its own ``save``, or
   ``imputation/``: the imputation model given with ``--imputer`` (deep models only);
 * ``metrics.json``: the metrics of the out-of-fold predictions at training time;
@@ -204,6 +205,57 @@ class TabularAdapter:
 
     def save(self, directory: Path) -> None:
         self.tabular.save(directory)
+
+
+class Blend:
+    """Nets of several architectures trained on the same stays; their log-odds averaged.
+
+    The member of a ``deep-ensemble`` model (:data:`~bedside.training.survival.fit.BLENDS`):
+    its design holds what each of its nets reads, and each part is saved in its own
+    folder, named after its architecture.
+    """
+
+    def __init__(self, parts: Sequence[NetPredictor]) -> None:
+        if not parts:
+            raise ValueError("a blend needs parts")
+        self.parts = list(parts)
+
+    def design(self, inputs: Inputs) -> Design:
+        return {key: v for part in self.parts for key, v in part.design(inputs).items()}
+
+    def logits(self, design: Design) -> tuple[np.ndarray, np.ndarray]:
+        outputs = [part.logits(design) for part in self.parts]
+        return (
+            np.mean([m for m, _ in outputs], axis=0),
+            np.mean([h for _, h in outputs], axis=0),
+        )
+
+    def mortality_logits(self, design: Design) -> np.ndarray:
+        return np.mean([part.mortality_logits(design) for part in self.parts], axis=0)
+
+    def columns(self, encoder: InputEncoder) -> dict[str, dict[str, list[int]]]:
+        merged: dict[str, dict[str, list[int]]] = {}
+        for part in self.parts:
+            for variable, columns in part.columns(encoder).items():
+                merged.setdefault(variable, {}).update(columns)
+        return merged
+
+    def config(self) -> dict[str, Any]:
+        return {"parts": [{"arch": part.arch, **part.config()} for part in self.parts]}
+
+    def save(self, directory: Path) -> None:
+        for part in self.parts:
+            (directory / part.arch).mkdir(parents=True, exist_ok=True)
+            part.save(directory / part.arch)
+
+    @classmethod
+    def load(cls, config: Mapping[str, Any], directory: Path, sizes: Mapping[str, int]) -> Blend:
+        return cls(
+            [
+                NetPredictor.load(part["arch"], part, directory / part["arch"], sizes)
+                for part in config["parts"]
+            ]
+        )
 
 
 class Ensemble:
@@ -408,6 +460,8 @@ def _load_member(
         from bedside.training.survival.tabular import TabularPredictor
 
         return TabularAdapter(TabularPredictor.load(arch, config, directory))
+    if "parts" in config:
+        return Blend.load(config, directory, sizes)
     return NetPredictor.load(arch, config, directory, sizes)
 
 

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from bedside.training.survival.features import FEATURE_SETS, piecewise_linear, quantile_edges
+
 ARCHS = ("lstm", "cnn", "cnn-lstm", "lstm-tsfel")
 #: Parameters of the nets themselves (the others are the training loop's).
 NET_KEYS = frozenset(
@@ -168,14 +170,11 @@ ENCODERS: dict[str, type[nn.Module]] = {
 
 
 class QuantileEncoding(nn.Module):
-    """Piecewise-linear encoding of tabular features (Gorishniy et al. 2022, "PLE").
+    """:func:`~bedside.training.survival.features.piecewise_linear` encoding of tabular
+    features, its edges at the training quantiles (``bins`` per feature).
 
-    Each feature's training quantiles cut it into ``bins``; a value becomes, per bin,
-    how far through the bin it lies (0 below it, 1 above it), so a linear layer on the
-    encoding is a piecewise-linear function of the feature. A bin of zero width (tied
-    quantiles of a discrete feature, such as a count) is a step at its edge. An
-    undefined feature (NaN: too few observations) is all zeros and a 1 in its own
-    missing column. The edges are buffers: they travel with the weights.
+    The edges are buffers: they travel with the weights. The encoding is not
+    differentiated (integrated gradients follow a path through the encoded features).
 
     >>> encoding = QuantileEncoding(1, 2)
     >>> encoding.fit(np.array([[0.0], [1.0], [2.0], [np.nan]]))
@@ -190,21 +189,10 @@ class QuantileEncoding(nn.Module):
 
     def fit(self, x: np.ndarray) -> None:
         """Edges at the quantiles of each feature's defined training values."""
-        quantiles = np.linspace(0.0, 1.0, self.edges.shape[1])
-        edges = np.zeros(tuple(self.edges.shape))
-        for j in range(x.shape[1]):
-            defined = x[:, j][np.isfinite(x[:, j])]
-            if defined.size:
-                edges[j] = np.quantile(defined, quantiles)
-        self.edges.copy_(torch.from_numpy(edges))
+        self.edges.copy_(torch.from_numpy(quantile_edges(x, self.edges.shape[1] - 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, features), NaN = undefined
-        low, high = self.edges[:, :-1], self.edges[:, 1:]
-        width = torch.where(high > low, high - low, torch.full_like(high, 1e-6))
-        missing = torch.isnan(x)
-        parts = ((x.unsqueeze(-1) - low) / width).clamp(0.0, 1.0)
-        parts = torch.where(missing.unsqueeze(-1), torch.zeros_like(parts), parts)
-        return torch.cat([parts.flatten(1), missing.to(parts.dtype)], dim=-1)
+        return torch.from_numpy(piecewise_linear(x.numpy(), self.edges.numpy()))
 
     def source(self) -> torch.Tensor:
         """The feature behind each encoded column."""
@@ -258,8 +246,6 @@ class SurvivalNet(nn.Module):
         self, arch: str, features: int, statics: int, intervals: int, **params: Any
     ) -> None:
         super().__init__()
-        from bedside.training.survival.features import FEATURE_SETS
-
         settings = {**DEFAULTS[arch], **params}
         self.encoder = ENCODERS[arch](features, **settings)
         self.summaries = bool(settings.get("summaries", True))

@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     model_dir = args.model or demo_model(out)
 
     import torch
+    from bytewax.testing import TestingSource
 
     from bedside.engine.bed import Engine
     from bedside.engine.flow import run_records
@@ -166,14 +167,17 @@ def run(args: argparse.Namespace) -> int:
             tally.inputs[ALERT_ACKS_TOPIC] += 1
             yield Incoming(ALERT_ACKS_TOPIC, payload, ack.bed.encode())
 
-    def records() -> Iterator[Incoming]:
+    def records() -> Iterator[Incoming | TestingSource.PAUSE]:
         wall_start = time.perf_counter()
         for elapsed, message in _ward_messages(args):
             yield from pending_acks()
             if speed is not None:
                 delay = wall_start + elapsed / speed - time.perf_counter()
                 if delay > 0:
-                    stop.wait(delay)
+                    # Hand what is read so far to the engine and wake when the message
+                    # is due (a sleep here would hold a half-filled batch back).
+                    yield TestingSource.PAUSE(timedelta(seconds=delay))
+                    yield from pending_acks()
             if stop.is_set():
                 return
             topic = _topic(message)
@@ -213,11 +217,15 @@ def run(args: argparse.Namespace) -> int:
             return INTERRUPTED
         if server is not None:
             print(f"bedside demo: the ward page stays at {server.url} until Ctrl-C")
+            # Ctrl-C may reach another thread of the process (the libraries start
+            # several), which would not wake a sleeping main thread: wait in short steps.
+            done = threading.Event()
+            signal.signal(signal.SIGINT, lambda *_: done.set())
             try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+                while not done.wait(0.5):
+                    pass
+            finally:
+                signal.signal(signal.SIGINT, previous)
     finally:
         if server is not None:
             server.stop()

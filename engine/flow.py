@@ -189,12 +189,15 @@ class CallbackSink(DynamicSink[Outgoing]):
 
 def run_records(
     engine: Engine,
-    records: Iterable[Incoming],
+    records: Iterable[Incoming | Any],
     write: Callable[[list[Outgoing]], None] | None = None,
     *,
     batch_size: int = 1000,
 ) -> list[Outgoing]:
     """Run the flow in this thread over ``records``; the outputs in order.
+
+    ``records`` may hold ``bytewax.testing.TestingSource.PAUSE`` items: the batch read so
+    far goes to the engine at once and reading resumes after the pause (a paced replay).
 
     With ``write``, outputs go to it batch by batch (and the returned list is empty).
     """

@@ -70,8 +70,10 @@ def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
             "2",
             "--hours",
             "2",
+            # 1 ward minute a second: the alert's stay is still open when the
+            # acknowledgement arrives, even on a busy machine.
             "--speed",
-            "240",
+            "60",
             "--alert-on-risk",
             "0.01",
             "--web",
@@ -130,3 +132,40 @@ def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
     with sqlite3.connect(tmp_path / "audit.db") as audit:
         rows = audit.execute("select * from acknowledgements").fetchall()
     assert any("nurse.kim" in map(str, row) for row in rows)
+
+
+def test_ctrl_c_stops_the_demo_while_it_serves_the_page_after_the_replay(
+    tmp_path: Path, engine_model_dir: Path
+) -> None:
+    port = free_port()
+    demo = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bedside")),
+            "demo",
+            "--beds",
+            "1",
+            "--hours",
+            "0.2",
+            "--web",
+            str(port),
+            "--model",
+            str(engine_model_dir),
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            if "until Ctrl-C" in line:
+                break
+        else:
+            raise AssertionError("the demo never got to serving the page after its replay")
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=20) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()

@@ -216,11 +216,11 @@ def run(args: argparse.Namespace) -> int:
         if stop.is_set():
             return INTERRUPTED
         if server is not None:
-            print(f"bedside demo: the ward page stays at {server.url} until Ctrl-C")
             # Ctrl-C may reach another thread of the process (the libraries start
             # several), which would not wake a sleeping main thread: wait in short steps.
             done = threading.Event()
             signal.signal(signal.SIGINT, lambda *_: done.set())
+            print(f"bedside demo: the ward page stays at {server.url} until Ctrl-C", flush=True)
             try:
                 while not done.wait(0.5):
                     pass

@@ -58,33 +58,37 @@ def test_demo_refuses_an_empty_ward(tmp_path: Path) -> None:
         main(["demo", "--beds", "0", "--out", str(tmp_path)])
 
 
+def start_demo(out: Path, model: Path, port: int, options: list[str]) -> subprocess.Popen[str]:
+    """``bedside demo OPTIONS --web PORT`` as a process, its output (text) piped."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("bedside")),
+            "demo",
+            *options,
+            "--web",
+            str(port),
+            "--model",
+            str(model),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
     tmp_path: Path, engine_model_dir: Path
 ) -> None:
     port = free_port()
-    demo = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("bedside")),
-            "demo",
-            "--beds",
-            "2",
-            "--hours",
-            "2",
-            # 1 ward minute a second: the alert's stay is still open when the
-            # acknowledgement arrives, even on a busy machine.
-            "--speed",
-            "60",
-            "--alert-on-risk",
-            "0.01",
-            "--web",
-            str(port),
-            "--model",
-            str(engine_model_dir),
-            "--out",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    # 1 ward minute a second: the alert's stay is still open when the acknowledgement
+    # arrives, even on a busy machine.
+    demo = start_demo(
+        tmp_path,
+        engine_model_dir,
+        port,
+        ["--beds", "2", "--hours", "2", "--speed", "60", "--alert-on-risk", "0.01"],
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -121,7 +125,7 @@ def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
         assert shown is not None and shown["acknowledged_by"] == "nurse.kim", ward["alerts"]
     finally:
         demo.send_signal(signal.SIGINT)
-        output = demo.communicate(timeout=60)[0].decode()
+        output = demo.communicate(timeout=60)[0]
     # 130: stopped during the replay (summary printed), 0: after it, while serving the page.
     assert demo.returncode in (0, 130) and "summary" in output, output[-2000:]
     lines = (tmp_path / f"{ALERTS_TOPIC}.jsonl").read_bytes().splitlines()
@@ -137,26 +141,7 @@ def test_demo_serves_the_ward_page_and_an_acknowledgement_reaches_the_engine(
 def test_ctrl_c_stops_the_demo_while_it_serves_the_page_after_the_replay(
     tmp_path: Path, engine_model_dir: Path
 ) -> None:
-    port = free_port()
-    demo = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("bedside")),
-            "demo",
-            "--beds",
-            "1",
-            "--hours",
-            "0.2",
-            "--web",
-            str(port),
-            "--model",
-            str(engine_model_dir),
-            "--out",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo = start_demo(tmp_path, engine_model_dir, free_port(), ["--beds", "1", "--hours", "0.2"])
     try:
         assert demo.stdout is not None
         for line in demo.stdout:

@@ -21,6 +21,8 @@ message per bed and second). On one broker (Tansu, started for the run, unless
    the engine's own histogram (from that record's production to the score's
    computation) gives bucket bounds, and its CPU share is read from ``/proc``.
 4. **Per-bed state**: pickled size of a bed's engine state after an hour of data.
+5. **Where a record's time goes**: CPU µs a record, in process on the same ward, for
+   decoding, the bed's step, the detectors within it and Bytewax's steps.
 
 Without ``--model`` a small TSFEL + logistic-regression model is trained on simulated
 stays first (seconds).
@@ -376,6 +378,49 @@ def published_latencies(servers: str, since_s: float, lateness_s: float = 5.0) -
     return latencies
 
 
+def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, float]:
+    """CPU µs a record of each part of the engine, in process (no broker), on ``seconds``
+    of the ward: decoding (``accept``), the bed's step (``Engine.process``), the
+    detectors alone within it, and Bytewax's steps (the flow minus the other two)."""
+    from bedside.engine.bed import Engine
+    from bedside.engine.flow import run_records
+    from bedside.engine.intake import Accepted, Incoming, accept
+    from bedside.engine.settings import EngineSettings
+
+    rng = np.random.default_rng(seed)
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    records = [
+        Incoming(VITALS_TOPIC, payload, payload[8:17], 0, n, (1, 1_900_000_000_000))
+        for n, payload in enumerate(
+            p for second in range(seconds) for p in ward_second(rng, beds, second, start)
+        )
+    ]
+
+    def cpu_us(work: Any) -> float:
+        began = time.process_time()
+        work()
+        return (time.process_time() - began) * 1e6 / len(records)
+
+    settings = EngineSettings(model_dir=model, future_limit_s=None)
+    accepted: list[Accepted] = []
+    decode_us = cpu_us(lambda: accepted.extend(accept(r) for r in records))
+    engine = Engine(settings)
+    states = {bed: engine.new_bed(bed) for bed in {a.bed for a in accepted}}
+    bed_us = cpu_us(lambda: [engine.process(states[a.bed], [a]) for a in accepted])
+    detectors = {bed: engine._detectors() for bed in states}
+    samples = [(detectors[a.bed], dict(a.message.values)) for a in accepted]
+    detectors_us = cpu_us(lambda: [bed.process(values) for bed, values in samples])
+    flow_us = cpu_us(lambda: run_records(Engine(settings), records))
+    return {
+        "records": len(records),
+        "decode_us": decode_us,
+        "bed_step_us": bed_us,
+        "detectors_us": detectors_us,
+        "bytewax_us": flow_us - decode_us - bed_us,
+        "in_process_us": flow_us,
+    }
+
+
 def bed_state_bytes(model: Path) -> int:
     """Pickled size of one bed's engine state after an hour at 1 Hz."""
     from bedside.engine.bed import Engine
@@ -471,6 +516,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             state = bed_state_bytes(model)
             print(f"per-bed state after an hour at 1 Hz: {state / 1024:.1f} KB pickled")
+            parts = breakdown(model, args.beds, args.seconds, args.seed)
+            kafka = (
+                f"; on Kafka, 1 process: {1e6 / runs[0]['records_per_s']:.1f} µs" if runs else ""
+            )
+            print(
+                f"CPU a record, in process: decode {parts['decode_us']:.1f} µs, bed step "
+                f"{parts['bed_step_us']:.1f} µs (detectors {parts['detectors_us']:.1f} µs), "
+                f"Bytewax {parts['bytewax_us']:.1f} µs{kafka}"
+            )
         finally:
             if broker is not None:
                 broker.stop()
@@ -489,6 +543,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": runs,
         "realtime": live,
         "bed_state_bytes": state,
+        "cpu_per_record": parts,
     }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

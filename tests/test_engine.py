@@ -390,3 +390,12 @@ def test_an_accepted_record_crosses_processes_and_snapshots_intact() -> None:
     back = pickle.loads(pickle.dumps(accepted))
     assert back == accepted and back.message == message
     assert len(pickle.dumps(accepted)) < 2 * len(accepted.payload) + 200
+
+
+def test_the_engine_bench_breaks_a_record_cost_down(model_dir: Path) -> None:
+    from bedside.engine.bench import breakdown
+
+    parts = breakdown(model_dir, beds=4, seconds=20, seed=1)
+    assert parts["records"] == 80
+    assert 0 < parts["detectors_us"] and 0 < parts["decode_us"] and 0 < parts["bed_step_us"]
+    assert parts["in_process_us"] > parts["decode_us"]

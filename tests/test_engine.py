@@ -397,5 +397,5 @@ def test_the_engine_bench_breaks_a_record_cost_down(model_dir: Path) -> None:
 
     parts = breakdown(model_dir, beds=4, seconds=20, seed=1)
     assert parts["records"] == 80
-    assert 0 < parts["detectors_us"] and 0 < parts["decode_us"] and 0 < parts["bed_step_us"]
+    assert parts["detectors_us"] > 0 and parts["decode_us"] > 0 and parts["bed_step_us"] > 0
     assert parts["in_process_us"] > parts["decode_us"]

@@ -474,6 +474,10 @@ def utility(
     }
 
 
+#: The mortality metrics the rebalancing runs compare with real stays alone.
+COMPARED = ("auroc", "auprc", "brier", "ece", "calibration_slope", "calibration_intercept")
+
+
 def rebalancing(
     train: Tables,
     train_set: StaySet,
@@ -503,14 +507,7 @@ def rebalancing(
             k: (metrics[k] - baseline[k])
             if metrics[k] is not None and baseline[k] is not None
             else None
-            for k in (
-                "auroc",
-                "auprc",
-                "brier",
-                "ece",
-                "calibration_slope",
-                "calibration_intercept",
-            )
+            for k in COMPARED
         }
         runs.append(
             {
@@ -522,17 +519,7 @@ def rebalancing(
         )
     return {
         "real_death_share": real_share,
-        "baseline": {
-            k: baseline[k]
-            for k in (
-                "auroc",
-                "auprc",
-                "brier",
-                "ece",
-                "calibration_slope",
-                "calibration_intercept",
-            )
-        },
+        "baseline": {k: baseline[k] for k in COMPARED},
         "runs": runs,
     }
 

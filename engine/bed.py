@@ -6,12 +6,19 @@ is one bed's own memory, small and picklable, which Bytewax snapshots for recove
 
 * the current stay (id, admission, static covariates from ``icu.patient.v1``);
 * duplicate tracking per stream (:class:`SeqTracker`);
-* its online detectors (:class:`~bedside.training.detectors.bed.BedDetectors`);
+* its online detectors: a row (``slot``) of its shard's
+  :class:`~bedside.training.detectors.ward.WardDetectors`, which hold every detector's
+  memory for all the shard's beds in arrays;
 * its rolling window (:class:`~bedside.training.windows.RollingWindow`, the same
   window code as offline) and the values not yet due (``pending``);
 * the last seconds of each waveform signal (:mod:`bedside.engine.waveforms`);
 * its event-time clock and next scoring minute (see :mod:`bedside.engine.settings`);
 * its alerting memory (:mod:`bedside.engine.alerts`).
+
+A :class:`Shard` holds the states of the beds Bytewax hands over together (see
+:mod:`bedside.engine.flow`). A batch of a shard's records goes in waves, the first
+record of each bed, then the second...: the vitals of a wave go through the detectors
+in one compiled loop, and each bed still sees its own records in order.
 
 Values flagged by a detector are left out of the window (imputed downstream like any
 missing value). Every output is an :class:`~bedside.engine.intake.Outgoing` record.
@@ -25,7 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from bedside.engine import metrics
 from bedside.engine.alerts import AlertState, acknowledge, close_all, evaluate
@@ -36,6 +45,7 @@ from bedside.schemas.messages import (
     ALERTS_TOPIC,
     ANOMALIES_TOPIC,
     SCORES_TOPIC,
+    VITALS_TOPIC,
     Admit,
     AlertAck,
     Anomaly,
@@ -49,6 +59,9 @@ from bedside.schemas.messages import (
     encode,
 )
 from bedside.training.windows import RollingWindow
+
+if TYPE_CHECKING:
+    from bedside.training.detectors.base import Finding
 
 
 def _load_model(directory: Path) -> Any:
@@ -122,7 +135,10 @@ class BedState:
     window: RollingWindow | None = None
     #: Values not yet in the window: (time, {concept: value}) in arrival order.
     pending: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    #: The shard's detectors (shared by its beds; None: detection off) and this bed's
+    #: row in them while a stay runs (-1: none).
     detectors: Any = None
+    slot: int = -1
     waveforms: dict[str, SignalBuffer] = field(default_factory=dict)
     streams: dict[str, SeqTracker] = field(default_factory=dict)
     clock_s: float | None = None
@@ -132,6 +148,16 @@ class BedState:
     #: When the record that last moved the clock was produced (for the latency metric).
     trigger_sent_s: float = 0.0
     alerts: AlertState = field(default_factory=AlertState)
+
+
+@dataclass
+class Shard:
+    """The beds Bytewax hands over together: their states and their detectors (one
+    :class:`~bedside.training.detectors.ward.WardDetectors` for all of them, None with
+    detection off). Snapshotted whole for recovery."""
+
+    beds: dict[str, BedState] = field(default_factory=dict)
+    detectors: Any = None
 
 
 class Engine:
@@ -160,6 +186,13 @@ class Engine:
             from bedside.training.detectors.bed import population_reference
 
             self.reference = population_reference(Path(detectors_dir))
+        if settings.detect:
+            from bedside.training.detectors.ward import WardDetectors
+
+            # Compile the detectors' loop (or load it from numba's cache) now, not when
+            # the first records are waiting.
+            ward = WardDetectors(self.reference)
+            ward.process_one(ward.new_bed(), {"heart_rate": 80.0})
         self.max_catch_up = settings.max_catch_up or 2880
         self.max_late_s = settings.max_late_s or 48 * 3600.0
         #: Latest time of any value this process has read (all its beds): how far the
@@ -207,25 +240,106 @@ class Engine:
 
     # --- the per-bed step -------------------------------------------------------------
 
-    def new_bed(self, bed: str) -> BedState:
-        return BedState(bed=bed)
+    def new_shard(self) -> Shard:
+        if not self.settings.detect:
+            return Shard()
+        from bedside.training.detectors.ward import WardDetectors
 
-    def process(self, state: BedState, items: Iterable[Accepted]) -> list[Outgoing]:
-        """Everything a batch of a bed's records causes, in order."""
-        out: list[Outgoing] = self.release_held(state, time.time()) if state.held else []
+        return Shard(detectors=WardDetectors(self.reference))
+
+    def bed(self, shard: Shard, bed: str) -> BedState:
+        """The state of ``bed`` in ``shard`` (a new bed's if it has none yet)."""
+        state = shard.beds.get(bed)
+        if state is None:
+            state = shard.beds[bed] = BedState(bed=bed, detectors=shard.detectors)
+        return state
+
+    def process(self, shard: Shard, items: list[Accepted]) -> list[Outgoing]:
+        """Everything a batch of a shard's records causes, each bed's in order."""
+        now = time.time()
+        out: list[Outgoing] = []
+        waves: list[list[Accepted]] = []
+        depth: dict[str, int] = {}
         for item in items:
-            try:
-                out.extend(self._one(state, item))
-            except Exception as error:  # a long-running engine must not stop on one record
-                # The log names the failure's type only: its text may quote patient data,
-                # which goes to the dead letter (a topic with access control), not to logs.
-                metrics.LOG.error(
-                    "bed step failed on a %s record: %s", item.topic, type(error).__name__
-                )
-                out.extend(self._reject(item, "bed", f"{type(error).__name__}: {error}"))
-                continue
-            out.extend(self._scores_due(state, final=False))
+            k = depth.get(item.bed, 0)
+            depth[item.bed] = k + 1
+            if k == len(waves):
+                waves.append([item])
+            else:
+                waves[k].append(item)
+        for bed in depth:
+            state = self.bed(shard, bed)
+            if state.held:
+                out.extend(self.release_held(state, now))
+        for wave in waves:
+            self._wave(shard, wave, out)
         return out
+
+    def _wave(self, shard: Shard, wave: list[Accepted], out: list[Outgoing]) -> None:
+        """At most one record of each bed: the records up to their detectors, the
+        detectors on all the wave's vitals at once, then the rest of each record."""
+        observing: list[tuple[BedState, Accepted, float, dict[str, float], list[Outgoing]]] = []
+        for item in wave:
+            state = self.bed(shard, item.bed)
+            try:
+                done, sample = self._one(state, item)
+            except Exception as error:  # a long-running engine must not stop on one record
+                out.extend(self._failed(item, error))
+                continue
+            if sample is None:
+                out.extend(done)
+                out.extend(self._scores_due(state, final=False))
+            else:
+                observing.append((state, item, *sample, done))
+        if not observing:
+            return
+        findings = self._detect(shard, [(entry[0], entry[3]) for entry in observing])
+        processed = 0
+        for (state, item, time_s, values, done), found in zip(observing, findings, strict=True):
+            try:
+                done.extend(self._observe(state, time_s, values, found))
+                self._advance(state, time_s, item.sent_s)
+            except Exception as error:
+                out.extend(done)
+                out.extend(self._failed(item, error))
+                continue
+            processed += 1
+            out.extend(done)
+            out.extend(self._scores_due(state, final=False))
+        metrics.outcome(VITALS_TOPIC, "processed", processed)
+
+    def _failed(self, item: Accepted, error: Exception) -> list[Outgoing]:
+        # The log names the failure's type only: its text may quote patient data, which
+        # goes to the dead letter (a topic with access control), not to logs.
+        metrics.LOG.error("bed step failed on a %s record: %s", item.topic, type(error).__name__)
+        return self._reject(item, "bed", f"{type(error).__name__}: {error}")
+
+    def _detect(
+        self, shard: Shard, samples: list[tuple[BedState, dict[str, float]]]
+    ) -> list[list[Finding] | None]:
+        """The detectors' findings on each sample of a wave, in one pass over the beds
+        with detectors (None for the others, and for all if the pass fails: each is then
+        judged alone, and one that fails is dead-lettered)."""
+        ward = shard.detectors
+        found: list[list[Finding] | None] = [None] * len(samples)
+        rows = [i for i, (state, _) in enumerate(samples) if state.slot >= 0]
+        if ward is None or not rows:
+            return found
+        columns = ward.columns
+        matrix = np.full((len(rows), len(columns)), np.nan)
+        for row, i in enumerate(rows):
+            cells = matrix[row]
+            for concept, value in samples[i][1].items():
+                cells[columns[concept]] = value
+        slots = np.fromiter((samples[i][0].slot for i in rows), np.int64, len(rows))
+        try:
+            findings = ward.process(slots, matrix)
+        except Exception as error:
+            metrics.LOG.error("detectors failed on a wave: %s", type(error).__name__)
+            return found
+        for i, row_findings in zip(rows, findings, strict=True):
+            found[i] = row_findings
+        return found
 
     def _scores_due(self, state: BedState, *, final: bool) -> list[Outgoing]:
         """:meth:`_score_due`, counted and logged instead of raised when scoring fails
@@ -285,40 +399,45 @@ class Engine:
             )
         ]
 
-    def _one(self, state: BedState, item: Accepted) -> list[Outgoing]:
+    def _one(
+        self, state: BedState, item: Accepted
+    ) -> tuple[list[Outgoing], tuple[float, dict[str, float]] | None]:
+        """A record's outputs up to its detectors, and the sample they are to judge (a
+        vitals record's time and values: :meth:`_wave` finishes it), or None if it is
+        done."""
         settings = self.settings
         message = item.message
         if settings.beds is not None and item.bed not in settings.beds:
-            return self._reject(item, "bed", f"unknown bed {item.bed!r}")
-        if isinstance(message, AlertAck):
+            return self._reject(item, "bed", f"unknown bed {item.bed!r}"), None
+        kind = type(message)
+        if kind is AlertAck:
             metrics.outcome(item.topic, "processed")
-            return self._records(ALERTS_TOPIC, acknowledge(state.alerts, message, state.stay_id))
-        time_s = seconds(message.start if isinstance(message, WaveformChunk) else message.time)
-        last_s = (
-            time_s + len(message.samples) / message.fs
-            if isinstance(message, WaveformChunk)
-            else time_s
-        )
+            acks = acknowledge(state.alerts, message, state.stay_id)
+            return self._records(ALERTS_TOPIC, acks), None
+        if kind is WaveformChunk:
+            time_s = message.start.timestamp()
+            last_s = time_s + len(message.samples) / message.fs
+        else:
+            time_s = last_s = message.time.timestamp()
         if settings.future_limit_s is not None and last_s > time.time() + settings.future_limit_s:
+            ahead = last_s - time.time()
             return self._reject(
-                item, "clock", f"timed {last_s - time.time():.0f} s in the future (clock skew?)"
-            )
-        if isinstance(message, Admit | Discharge | Death):
+                item, "clock", f"timed {ahead:.0f} s in the future (clock skew?)"
+            ), None
+        if kind is Admit or kind is Discharge or kind is Death:
             if settings.patient_hold_s <= 0:
-                return self._patient_event(state, item, time_s)
+                return self._patient_event(state, item, time_s), None
             # Held until the bed's values reach its time (another topic may be read ahead
             # of the values after a backlog), or patient_hold_s at most.
             state.held.append((time_s, time.time(), item))
-            return []
-        stream = (
-            f"vitals:{message.source}"
-            if isinstance(message, Vitals)
-            else f"waveform:{message.signal}"
-        )
-        tracker = state.streams.setdefault(stream, SeqTracker(settings.dedupe_window))
+            return [], None
+        stream = "vitals:" + message.source if kind is Vitals else "waveform:" + message.signal
+        tracker = state.streams.get(stream)
+        if tracker is None:
+            tracker = state.streams[stream] = SeqTracker(settings.dedupe_window)
         if tracker.is_duplicate(message.seq, time_s):
             metrics.outcome(item.topic, "duplicate")
-            return []
+            return [], None
         released = self._release(state, time_s) if state.held else []
         if time_s > self.ward_clock_s:
             self.ward_clock_s = time_s
@@ -327,26 +446,23 @@ class Engine:
             # ahead): valid, but its scores are final. Counted, not dead-lettered.
             metrics.LATE.inc()
             metrics.outcome(item.topic, "processed")
-            return released
+            return released, None
         max_late = self.max_late_s
         if state.clock_s is not None and time_s < state.clock_s - max_late:
-            return released + self._reject(
-                item, "clock", f"{state.clock_s - time_s:.0f} s late, older than {max_late:g} s"
-            )
+            late = f"{state.clock_s - time_s:.0f} s late, older than {max_late:g} s"
+            return released + self._reject(item, "clock", late), None
         out: list[Outgoing] = released
         if message.stay_id is not None and message.stay_id != state.stay_id:
             out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
             self._open(state, message.stay_id, time_s)
         elif state.admit_s is None:
             self._open(state, message.stay_id, time_s)
-        if isinstance(message, Vitals):
-            out.extend(self._observe(state, time_s, dict(message.values)))
-            self._advance(state, time_s, item.sent_s)
-        else:
-            out.extend(self._waveform(state, message, time_s))
-            self._advance(state, time_s + len(message.samples) / message.fs, item.sent_s)
+        if kind is Vitals:
+            return out, (time_s, dict(message.values))
+        out.extend(self._waveform(state, message, time_s))
+        self._advance(state, time_s + len(message.samples) / message.fs, item.sent_s)
         metrics.outcome(item.topic, "processed")
-        return out
+        return out, None
 
     def _patient_event(self, state: BedState, item: Accepted, time_s: float) -> list[Outgoing]:
         """Admissions, discharges and deaths, applied whatever the bed's clock says.
@@ -396,7 +512,10 @@ class Engine:
         state.pending = []
         state.waveforms = {}
         state.window = RollingWindow(self.model.grid, time_s) if self.model is not None else None
-        state.detectors = self._detectors() if self.settings.detect else None
+        if state.detectors is not None:
+            if state.slot >= 0:
+                state.detectors.release(state.slot)
+            state.slot = state.detectors.new_bed()
         # Scores fall every score_every_s from the admission: beds admitted at different
         # times are scored at different moments, so the ward's load is spread out, and the
         # score at 48 h is the window offline tools build for the same stay.
@@ -420,29 +539,30 @@ class Engine:
         alerts = close_all(state.alerts, state.bed, state.stay_id, moment(time_s), reason)
         if state.stay_id is not None:
             state.closed_stays = [*state.closed_stays[-31:], state.stay_id]
-        state.stay_id = state.admit_s = state.window = state.detectors = None
+        if state.slot >= 0:
+            state.detectors.release(state.slot)
+            state.slot = -1
+        state.stay_id = state.admit_s = state.window = None
         state.admitted = False
         state.statics, state.pending, state.waveforms = {}, [], {}
         state.next_due_s = state.last_scored_s = state.last_observed_s = None
         return self._records(ALERTS_TOPIC, alerts)
 
-    def _detectors(self) -> Any:
-        from bedside.training.detectors.bed import BedDetectors
-        from bedside.training.detectors.multivariate import Multivariate
-
-        detectors = BedDetectors()
-        if self.reference is not None:
-            multivariate = detectors.detectors[Multivariate.name]
-            assert isinstance(multivariate, Multivariate)
-            multivariate.load_reference(self.reference)
-        return detectors
-
     # --- values -------------------------------------------------------------------------
 
-    def _observe(self, state: BedState, time_s: float, values: dict[str, float]) -> list[Outgoing]:
+    def _observe(
+        self,
+        state: BedState,
+        time_s: float,
+        values: dict[str, float],
+        findings: list[Finding] | None = None,
+    ) -> list[Outgoing]:
+        """A bed's sample: judged (unless ``findings`` are given), then what is not
+        flagged waits for the window."""
         anomalies: list[Anomaly] = []
-        if state.detectors is not None:
-            findings = state.detectors.process(values)
+        if findings is None and state.slot >= 0:
+            findings = state.detectors.process_one(state.slot, values)
+        if findings:
             flagged = {f.concept for f in findings}
             anomalies = [f.to_anomaly(state.bed, moment(time_s), state.stay_id) for f in findings]
             for finding in findings:

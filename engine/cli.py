@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import threading
 from pathlib import Path
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bedside.engine import metrics
     from bedside.engine.bed import Engine
-    from bedside.engine.flow import epoch, kafka_flow, recovery_config
+    from bedside.engine.flow import epoch, kafka_flow, recovery_config, settle_memory
     from bedside.engine.settings import EngineError
     from bedside.settings import load_kafka_settings
 
@@ -58,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
     # One thread per worker: a single window is scored fastest without thread hand-offs.
     torch.set_num_threads(1)
     engine = Engine(settings)
-    # The model, the libraries and the settings live as long as the process: keep them
-    # out of the garbage collector's full passes, which would otherwise rescan them.
-    gc.freeze()
-    flow = kafka_flow(engine, kafka, from_start=not args.from_end, batch_size=args.batch_size)
+    settle_memory()
+    flow = kafka_flow(
+        engine,
+        kafka,
+        from_start=not args.from_end,
+        batch_size=args.batch_size,
+        recovery=args.recovery is not None,
+    )
     if args.metrics_port:
         from prometheus_client import start_http_server
 

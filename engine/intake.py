@@ -107,9 +107,10 @@ def sent_seconds(record: Any) -> float:
 
 
 def accept(record: Any) -> Accepted | Rejected:
-    """Decode one record of an input topic (a Bytewax map step: pure, never raises)."""
-    broken = getattr(record, "err", None)
-    if broken is not None:  # a Bytewax KafkaError: the consumer reports a broken record
+    """Decode one record of an input topic (pure, never raises)."""
+    # Bytewax's KafkaError: the consumer reports a broken record.
+    broken = None if type(record) is Incoming else getattr(record, "err", None)
+    if broken is not None:
         inner = record.msg
         return Rejected(
             str(inner.topic), inner.partition, inner.offset, "read", str(broken), inner.value or b""

@@ -78,12 +78,13 @@ def log_totals() -> None:
     LOG.info(" ".join(f"{name}={value:.0f}" for name, value in totals().items()))
 
 
-def outcome(topic: str, result: str) -> None:
-    """Count one input record's outcome (the label children are cached: this is per record)."""
+def outcome(topic: str, result: str, records: int = 1) -> None:
+    """Count input records' outcome (the label children are cached: this is per record)."""
     child = _OUTCOMES.get((topic, result))
     if child is None:
         child = _OUTCOMES[(topic, result)] = MESSAGES.labels(topic, result)
-    child.inc()
+    if records:
+        child.inc(records)
 
 
 _OUTCOMES: dict[tuple[str, str], Any] = {}

@@ -126,6 +126,44 @@ def test_beds_sharing_a_shard_are_scored_as_if_each_were_alone(engine: Engine) -
         assert any(b'"mortality"' in value for value in alone[bed])
 
 
+def test_a_batch_goes_through_the_beds_as_records_one_by_one(engine: Engine) -> None:
+    # A batch goes in waves (each bed's first record, then its second...), the vitals of
+    # a wave through the detectors together: each bed must get what one record at a time
+    # gives it, anomalies included.
+    messages = list(simulate_ward(4, 2, 5, monitor_hz=1 / 20, los_scale=0.1))
+    injector = FaultInjector(FaultRates(artefact=0.05, duplicate=0.03, reorder=0.03), seed=5)
+    records = [
+        Incoming(r.topic, r.value, r.key)
+        for n, message in enumerate(messages)
+        for r in injector.inject(n, 0.0, message)
+    ]
+
+    def per_bed(batch_size: int) -> dict[str, list[bytes]]:
+        found: dict[str, list[bytes]] = {}
+        for record in run_records(engine, records, batch_size=batch_size):
+            if record.topic != DEADLETTER_TOPIC:
+                found.setdefault(record.key.decode(), []).append(record.value)
+        return found
+
+    batched, alone = per_bed(1000), per_bed(1)
+    assert batched == alone
+    anomalies = [v for values in alone.values() for v in values if b'"detector"' in v]
+    assert len(anomalies) > 10 and any(b'"mortality"' in v for v in alone[min(alone)])
+
+
+def test_a_recovery_store_of_an_earlier_engine_is_refused_clearly(engine: Engine) -> None:
+    import pickle
+
+    from bedside.engine.flow import ShardLogic
+    from bedside.engine.settings import EngineError
+
+    with pytest.raises(EngineError, match="new --recovery folder"):
+        ShardLogic(engine, pickle.dumps({"bed-1": None}))
+    fresh = ShardLogic(engine, None)
+    assert ShardLogic(engine, fresh.snapshot()).shard.beds == fresh.shard.beds
+    assert ShardLogic(engine, None, snapshots=False).snapshot() == b""
+
+
 def minutes(bed: str, stay: str, admitted: datetime, until: datetime) -> set:
     out, moment = set(), admitted + timedelta(minutes=1)
     while moment <= until:

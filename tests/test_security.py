@@ -432,7 +432,7 @@ def test_the_engine_logs_no_stay_or_value(
     metrics.log_totals()
 
     # The failure path: an error whose text quotes the patient's data.
-    def failing(state: Any, time_s: float, values: dict[str, float]) -> list[Any]:
+    def failing(state: Any, time_s: float, values: dict[str, float], *_: Any) -> list[Any]:
         raise ValueError(f"cannot use {values} of stay {state.stay_id}")
 
     monkeypatch.setattr(engine, "_observe", failing)

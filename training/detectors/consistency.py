@@ -7,7 +7,13 @@ from typing import Any, ClassVar
 
 from bedside.training.detectors.base import BedDetector, Finding
 from bedside.training.detectors.robust_spike import SortedWindow, hampel
-from bedside.training.detectors.rules import HAMPEL_K, HAMPEL_MIN_SCALE, RELATIONS, signals
+from bedside.training.detectors.rules import (
+    HAMPEL_K,
+    HAMPEL_MIN_SCALE,
+    RELATIONS,
+    Relation,
+    signals,
+)
 
 _RELATIONS = {relation.name: relation for relation in RELATIONS}
 #: The vitals each relation needs (a sample has them all or is not judged on it), and
@@ -129,19 +135,9 @@ class Consistency(BedDetector):
         self, name: str, score: float, residual: float, median: float, values: tuple[float, ...]
     ) -> Finding:
         relation = _RELATIONS[name]
-        last = self._last.get(name, values)
-        moved = [
-            abs(value - before) / HAMPEL_MIN_SCALE.get(concept, 1.0)
-            for concept, value, before in zip(relation.concepts, values, last, strict=True)
-        ]
-        blamed = moved.index(max(moved))
+        blamed = blame(relation, values, self._last.get(name, values))
         count = len(self._windows[name])
-        detail = (
-            f"{relation.meaning} = {residual:.3g}, usually {median:.3g} "
-            f"(median of the last {count})"
-        )
-        concept = relation.concepts[blamed]
-        return Finding(self.name, concept, values[blamed], "multivariate", score, detail)
+        return relation_finding(relation, blamed, values, score, residual, median, count)
 
     def _findings(
         self, judged: list[tuple[str, float, float, float, tuple[float, ...]]]
@@ -165,3 +161,31 @@ class Consistency(BedDetector):
         for name, score, residual, _, values in judged:
             self._learn(name, score, residual, values)
         return findings
+
+
+def blame(relation: Relation, values: tuple[float, ...], last: tuple[float, ...]) -> int:
+    """Which of a relation's vitals (its position) moved most between its ``last`` unflagged
+    inputs and ``values``, in units of its ``rules.HAMPEL_MIN_SCALE`` (the first on ties)."""
+    moved = [
+        abs(value - before) / HAMPEL_MIN_SCALE.get(concept, 1.0)
+        for concept, value, before in zip(relation.concepts, values, last, strict=True)
+    ]
+    return moved.index(max(moved))
+
+
+def relation_finding(
+    relation: Relation,
+    blamed: int,
+    values: tuple[float, ...],
+    score: float,
+    residual: float,
+    median: float,
+    count: int,
+) -> Finding:
+    """The finding of a flagged relation: its ``blamed`` vital, the residual and the median
+    of the last ``count`` residuals."""
+    detail = (
+        f"{relation.meaning} = {residual:.3g}, usually {median:.3g} (median of the last {count})"
+    )
+    concept = relation.concepts[blamed]
+    return Finding(Consistency.name, concept, values[blamed], "multivariate", score, detail)

@@ -72,8 +72,7 @@ class Flatline(BedDetector):
         return scores
 
     def _flatline(self, concept: str, value: float, run: int) -> Finding:
-        detail = f"{concept} stuck at {value:.4g} for {run} readings"
-        return Finding(self.name, concept, value, "flatline", run / self._repeats[concept], detail)
+        return flatline_finding(concept, value, run, self._repeats[concept])
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
         usable = signals(x)
@@ -110,3 +109,10 @@ class Flatline(BedDetector):
                 if off is not None:
                     findings.append(Finding(self.name, concept, value, *off))
         return findings
+
+
+def flatline_finding(concept: str, value: float, run: int, repeats: int) -> Finding:
+    """The finding of a reading that makes a run of ``run`` identical readings (``repeats``
+    or more make a flatline)."""
+    detail = f"{concept} stuck at {value:.4g} for {run} readings"
+    return Finding(Flatline.name, concept, value, "flatline", run / repeats, detail)

@@ -25,6 +25,19 @@ class _Forest:
     left_child: tuple[int, ...]  # the position of each node's left child (right: + 1)
     nodes_per_tree: int
 
+    def stop_features(self, stops: list[int]) -> dict[str, int]:
+        """How many trees' walks stopped below a split on each feature (``stops``: the node
+        where each tree's scoring stopped), most first."""
+        nodes = self.nodes_per_tree
+        counts: dict[str, int] = {}
+        for stop in stops:
+            root, index = divmod(stop, nodes)
+            if index == 0:
+                continue
+            feature = self.features[root * nodes + (index - 1) // 2]
+            counts[feature] = counts.get(feature, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
 
 @lru_cache(maxsize=64)
 def _forest(n_trees: int, height: int, seed: int, limits: Limits) -> _Forest:
@@ -141,6 +154,10 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
         self._r_mass = [0] * len(self._trees.features)
         self._scored = [None] * len(self._trees.features)
         return self._trees
+
+    def forest(self) -> _Forest:
+        """The trees' splits (shared by every instance with the same parameters)."""
+        return self._trees or self._build({})
 
     # Masses are lists while in use (faster to index) and 16-bit arrays when pickled.
     def __getstate__(self) -> dict[str, Any]:
@@ -260,15 +277,7 @@ class CompactHalfSpaceTrees(base.AnomalyDetector):
             return {}
         stops: list[int] = []
         self._walk(x, [], stops)
-        nodes = self._trees.nodes_per_tree
-        counts: dict[str, int] = {}
-        for stop in stops:
-            root, index = divmod(stop, nodes)
-            if index == 0:
-                continue
-            feature = self._trees.features[root * nodes + (index - 1) // 2]
-            counts[feature] = counts.get(feature, 0) + 1
-        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+        return self._trees.stop_features(stops)
 
     def load_reference(self, masses: list[int], x: dict[str, Any]) -> None:
         """Start from reference masses learned elsewhere (a population), scoring at once.

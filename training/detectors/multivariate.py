@@ -162,11 +162,7 @@ class Multivariate(BedDetector):
         self, present: dict[str, float], vector: dict[str, float], score: float
     ) -> Finding:
         isolating = self._trees.isolating_features(vector)
-        concept = next((c for c in isolating if c in present), next(iter(present)))
-        named = ", ".join(f"{c} ({n} trees)" for c, n in list(isolating.items())[:3])
-        detail = f"unusual combination of vitals (score {score:.3f}); isolated by {named}"
-        value = present[concept]
-        return Finding(self.name, concept, value, "multivariate", score / self.threshold, detail)
+        return multivariate_finding(present, isolating, score, self.threshold)
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
         present = self._present(signals(x))
@@ -216,3 +212,15 @@ class Multivariate(BedDetector):
 
     def reference_masses(self) -> list[int]:
         return self._trees.reference_masses()
+
+
+def multivariate_finding(
+    present: dict[str, float], isolating: dict[str, int], score: float, threshold: float
+) -> Finding:
+    """The finding of a flagged sample (Half-Space Trees ``score``; ``present``: the vitals
+    it has, in its order): on the vital most trees isolate it by, or its first."""
+    concept = next((c for c in isolating if c in present), next(iter(present)))
+    named = ", ".join(f"{c} ({n} trees)" for c, n in list(isolating.items())[:3])
+    detail = f"unusual combination of vitals (score {score:.3f}); isolated by {named}"
+    value = present[concept]
+    return Finding(Multivariate.name, concept, value, "multivariate", score / threshold, detail)

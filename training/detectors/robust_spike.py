@@ -195,17 +195,7 @@ class RobustSpike(BedDetector):
     def _finding(self, concept: str, value: float, judged: tuple[float, float, int]) -> Finding:
         score, median, run = judged
         count = len(self._windows[concept])
-        if abs(run) >= self.step_run:
-            detail = (
-                f"{concept} {value:.4g}: {abs(run)} readings in a row away from the median "
-                f"{median:.4g} of the last {count} (level change)"
-            )
-            return Finding(self.name, concept, value, "step", score, detail)
-        detail = (
-            f"{concept} {value:.4g}: {score:.2g} × the spike threshold away from the median "
-            f"{median:.4g} of the last {count}"
-        )
-        return Finding(self.name, concept, value, "spike", score, detail)
+        return spike_finding(concept, value, score, median, run, count, self.step_run)
 
     def explain_one(self, x: dict[str, Any]) -> list[Finding]:
         findings = []
@@ -231,3 +221,22 @@ class RobustSpike(BedDetector):
             window.append(value)
             runs[concept] = judged[2]
         return findings
+
+
+def spike_finding(
+    concept: str, value: float, score: float, median: float, run: int, count: int, step_run: int
+) -> Finding:
+    """The finding of an outlier ``value`` (its :func:`hampel` ``score`` and ``median`` over
+    the last ``count`` readings; ``run``: signed outliers in a row, this one included): a
+    ``step`` from ``step_run`` in a row, else a ``spike``."""
+    if abs(run) >= step_run:
+        detail = (
+            f"{concept} {value:.4g}: {abs(run)} readings in a row away from the median "
+            f"{median:.4g} of the last {count} (level change)"
+        )
+        return Finding(RobustSpike.name, concept, value, "step", score, detail)
+    detail = (
+        f"{concept} {value:.4g}: {score:.2g} × the spike threshold away from the median "
+        f"{median:.4g} of the last {count}"
+    )
+    return Finding(RobustSpike.name, concept, value, "spike", score, detail)

@@ -295,6 +295,7 @@ class Engine:
             return
         findings = self._detect(shard, [(entry[0], entry[3]) for entry in observing])
         processed = 0
+        lateness = self.settings.lateness_s
         for (state, item, time_s, values, done), found in zip(observing, findings, strict=True):
             try:
                 done.extend(self._observe(state, time_s, values, found))
@@ -305,7 +306,9 @@ class Engine:
                 continue
             processed += 1
             out.extend(done)
-            out.extend(self._scores_due(state, final=False))
+            due = state.next_due_s
+            if due is not None and state.clock_s - lateness >= due:  # a minute is due
+                out.extend(self._scores_due(state, final=False))
         metrics.outcome(VITALS_TOPIC, "processed", processed)
 
     def _failed(self, item: Accepted, error: Exception) -> list[Outgoing]:
@@ -458,7 +461,7 @@ class Engine:
         elif state.admit_s is None:
             self._open(state, message.stay_id, time_s)
         if kind is Vitals:
-            return out, (time_s, dict(message.values))
+            return out, (time_s, message.values)  # read, never changed
         out.extend(self._waveform(state, message, time_s))
         self._advance(state, time_s + len(message.samples) / message.fs, item.sent_s)
         metrics.outcome(item.topic, "processed")

@@ -74,6 +74,12 @@ BLENDS: dict[str, tuple[str, ...]] = {"deep-ensemble": ("lstm-tsfel", "cnn-lstm"
 #: ``lstm-tsfel``: in 5-fold cross-validation on set A, ten members (each stopped on a
 #: tenth of the stays) scored below five (AUROC 0.854 against 0.857).
 FOLDS: dict[str, int] = {arch: 5 for arch in ARCHS} | {"lstm": 10}
+#: Nets of each part of a blend member, trained on the member's folds with different seeds
+#: (``params["seeds"]`` overrides). Seed ``s`` of a part is the member's seed plus
+#: ``s * SEED_STRIDE``, so the first net is the one a single seed trains, and no
+#: seed is another fold's (member ``k`` has seed ``options.seed + k``).
+SEEDS: dict[str, int] = {"deep-ensemble": 1}
+SEED_STRIDE = 1000
 THRESHOLD_RULE = "event1"
 #: Share of the time budget the search may use (the members train in the rest).
 SEARCH_SHARE = 0.5
@@ -210,18 +216,24 @@ def fit_member(
     cohort = work.cohort
     predictor: Predictor
     if arch in BLENDS:
-        # Parameters, if any, per part: {"cnn-lstm": {"hidden": 32}}.
-        share = max_seconds / len(BLENDS[arch])
+        # Parameters, if any, per part: {"cnn-lstm": {"hidden": 32}}; nets per part: "seeds".
+        seeds = int(params.get("seeds", SEEDS.get(arch, 1)))
+        runs = [(part, seed + SEED_STRIDE * s) for part in BLENDS[arch] for s in range(seeds)]
+        share = max_seconds / len(runs)
         fitted = [
-            fit_member(part, params.get(part, {}), work, train_rows, valid_rows, seed, share)
-            for part in BLENDS[arch]
+            fit_member(part, params.get(part, {}), work, train_rows, valid_rows, net_seed, share)
+            for part, net_seed in runs
         ]
         nets = [f.predictor for f in fitted if isinstance(f.predictor, NetPredictor)]
         predictor = Blend(nets)
         design = {key: values[valid_rows] for key, values in work.design(predictor).items()}
         training = {
             "params": params,
-            "parts": {net.arch: f.training for net, f in zip(nets, fitted, strict=True)},
+            "seeds": seeds,
+            "parts": {
+                folder: f.training | {"seed": net_seed}
+                for folder, f, (_, net_seed) in zip(predictor.folders, fitted, runs, strict=True)
+            },
         }
     elif arch.startswith("tsfel"):
         from bedside.training.survival.tabular import GBM_DEFAULTS, LR_DEFAULTS, TabularPredictor

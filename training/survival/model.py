@@ -15,7 +15,7 @@ A model folder holds
   :mod:`bedside.training.survival.tabular`); an ``lstm-tsfel`` member's quantile
   edges (:class:`~bedside.training.survival.nets.QuantileEncoding`) are buffers of
   its ``state_dict``; a ``deep-ensemble`` member (:class:`Blend`) has one folder per
-  net, named after its architecture;
+  net, named after its architecture (numbered when it has several nets of one);
 * ``imputer/``: the imputer fitted with the model, saved by its own ``save``, or
   ``imputation/``: the imputation model given with ``--imputer`` (deep models only);
 * ``metrics.json``: the metrics of the out-of-fold predictions at training time;
@@ -210,15 +210,28 @@ class TabularAdapter:
 class Blend:
     """Nets of several architectures trained on the same stays; their log-odds averaged.
 
-    The member of a ``deep-ensemble`` model (:data:`~bedside.training.survival.fit.BLENDS`):
-    its design holds what each of its nets reads, and each part is saved in its own
-    folder, named after its architecture.
+    The member of a ``deep-ensemble`` model (:data:`~bedside.training.survival.fit.BLENDS`),
+    possibly with several nets of one architecture, trained with different seeds
+    (:data:`~bedside.training.survival.fit.SEEDS`): its design holds what each of its
+    nets reads, and each net is saved in its own folder, named after its architecture,
+    numbered when the blend has several of that architecture (``cnn-lstm-1``,
+    ``cnn-lstm-2``). Models saved before the numbering have no ``folder`` in the
+    configuration of their parts, and one net of each architecture.
     """
 
     def __init__(self, parts: Sequence[NetPredictor]) -> None:
         if not parts:
             raise ValueError("a blend needs parts")
         self.parts = list(parts)
+
+    @property
+    def folders(self) -> list[str]:
+        """The folder of each part: its architecture, numbered if it is not the only one."""
+        archs = [part.arch for part in self.parts]
+        return [
+            arch if archs.count(arch) == 1 else f"{arch}-{archs[: i + 1].count(arch)}"
+            for i, arch in enumerate(archs)
+        ]
 
     def design(self, inputs: Inputs) -> Design:
         return {key: v for part in self.parts for key, v in part.design(inputs).items()}
@@ -241,18 +254,25 @@ class Blend:
         return merged
 
     def config(self) -> dict[str, Any]:
-        return {"parts": [{"arch": part.arch, **part.config()} for part in self.parts]}
+        return {
+            "parts": [
+                {"arch": part.arch, "folder": folder, **part.config()}
+                for part, folder in zip(self.parts, self.folders, strict=True)
+            ]
+        }
 
     def save(self, directory: Path) -> None:
-        for part in self.parts:
-            (directory / part.arch).mkdir(parents=True, exist_ok=True)
-            part.save(directory / part.arch)
+        for part, folder in zip(self.parts, self.folders, strict=True):
+            (directory / folder).mkdir(parents=True, exist_ok=True)
+            part.save(directory / folder)
 
     @classmethod
     def load(cls, config: Mapping[str, Any], directory: Path, sizes: Mapping[str, int]) -> Blend:
         return cls(
             [
-                NetPredictor.load(part["arch"], part, directory / part["arch"], sizes)
+                NetPredictor.load(
+                    part["arch"], part, directory / part.get("folder", part["arch"]), sizes
+                )
                 for part in config["parts"]
             ]
         )

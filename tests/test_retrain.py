@@ -92,7 +92,7 @@ def test_the_engine_serves_the_registry_and_switches_without_losing_state(
     engine = Engine(EngineSettings(model_dir=registry, future_limit_s=None))
     assert engine.model_version == first["version"] and engine.reload() is None
 
-    state = engine.new_bed("b1")
+    shard = engine.new_shard()
     start = datetime(2030, 1, 1, tzinfo=UTC)
 
     def feed(minutes: range) -> list:
@@ -109,7 +109,7 @@ def test_the_engine_serves_the_registry_and_switches_without_losing_state(
             item = Accepted("b1", VITALS_TOPIC, message, 0, minute, 0.0, encode(message))
             scores += [
                 decode(SCORES_TOPIC, o.value)
-                for o in engine.process(state, [item])
+                for o in engine.process(shard, [item])
                 if o.topic == SCORES_TOPIC
             ]
         return scores
@@ -124,4 +124,5 @@ def test_the_engine_serves_the_registry_and_switches_without_losing_state(
     # Same bed state throughout: one stay, scores every minute with no gap or restart.
     times = [s.time for s in before + after]
     assert times == [start + timedelta(minutes=m) for m in range(1, len(times) + 1)]
+    state = shard.beds["b1"]
     assert state.stay_id == "s1" and state.admit_s == start.timestamp()

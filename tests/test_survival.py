@@ -345,6 +345,39 @@ def test_a_trained_imputation_model_travels_with_the_model(
     )
 
 
+def test_a_blend_trains_several_seeds_of_each_part_and_saves_every_net(
+    simulated: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """``seeds``: each part of a ``deep-ensemble`` member is that many nets trained on the
+    member's folds with different seeds (the first with the member's own seed); each
+    net is saved in its own folder and the loaded model scores as the trained one."""
+    params = {**TINY["deep-ensemble"], "seeds": 2}
+    options = FitOptions(arch="deep-ensemble", params=params, max_minutes=5.0, seed=3, folds=2)
+    model, _ = fit_model(simulated["events"], simulated["train"], options)
+    first = model.info["training"]["members"][0]
+    assert first["seeds"] == 2
+    assert {folder: part["seed"] for folder, part in first["parts"].items()} == {
+        "lstm-tsfel-1": 3,
+        "lstm-tsfel-2": 1003,
+        "cnn-lstm-1": 3,
+        "cnn-lstm-2": 1003,
+    }
+    model.save(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "member-1").iterdir()) == [
+        "cnn-lstm-1",
+        "cnn-lstm-2",
+        "lstm-tsfel-1",
+        "lstm-tsfel-2",
+    ]
+    loaded = SurvivalModel.load(tmp_path)
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    scored = loaded.predict_windows(test.windows, test.stays)
+    np.testing.assert_array_equal(
+        scored.mortality, model.predict_windows(test.windows, test.stays).mortality
+    )
+    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+
+
 # --- the commands ---------------------------------------------------------------------
 
 

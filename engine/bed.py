@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +100,14 @@ class SeqTracker:
     seen: set[int] = field(default_factory=set)
 
     def is_duplicate(self, seq: int, time_s: float) -> bool:
+        if seq > self.high:  # the usual case (the next number): all seen are below it
+            self.seen.add(seq)
+            self.high = seq
+            if time_s > self.last_time_s:
+                self.last_time_s = time_s
+            if len(self.seen) > 2 * self.window:
+                self.seen = {s for s in self.seen if s >= seq - self.window}
+            return False
         if seq in self.seen:
             return True
         if seq < self.high - self.window:
@@ -158,6 +166,8 @@ class Shard:
 
     beds: dict[str, BedState] = field(default_factory=dict)
     detectors: Any = None
+    #: The beds holding patient events (they need waking up even if they fall silent).
+    holding: set[str] = field(default_factory=set)
 
 
 class Engine:
@@ -255,34 +265,58 @@ class Engine:
         return state
 
     def process(self, shard: Shard, items: list[Accepted]) -> list[Outgoing]:
-        """Everything a batch of a shard's records causes, each bed's in order."""
-        now = time.time()
+        """Everything a batch of a shard's records causes, each bed's in order.
+
+        ``shard.holding`` is kept up to date: the beds of the shard holding patient events.
+        """
         out: list[Outgoing] = []
-        waves: list[list[Accepted]] = []
+        beds = shard.beds
+        waves: list[list[tuple[BedState, Accepted]]] = []
         depth: dict[str, int] = {}
+        touched: list[BedState] = []
+        now = time.time()
         for item in items:
-            k = depth.get(item.bed, 0)
-            depth[item.bed] = k + 1
-            if k == len(waves):
-                waves.append([item])
+            bed = item.bed
+            k = depth.get(bed, 0)
+            depth[bed] = k + 1
+            if k == 0:
+                state = beds.get(bed)
+                if state is None:
+                    state = beds[bed] = BedState(bed=bed, detectors=shard.detectors)
+                elif state.held:
+                    out.extend(self.release_held(state, now))
+                touched.append(state)
             else:
-                waves[k].append(item)
-        for bed in depth:
-            state = self.bed(shard, bed)
-            if state.held:
-                out.extend(self.release_held(state, now))
+                state = beds[bed]
+            if k == len(waves):
+                waves.append([(state, item)])
+            else:
+                waves[k].append((state, item))
+        limit = self.settings.future_limit_s
+        horizon_s = math.inf if limit is None else now + limit
         for wave in waves:
-            self._wave(shard, wave, out)
+            self._wave(shard, wave, horizon_s, out)
+        holding = shard.holding
+        for state in touched:
+            if state.held:
+                holding.add(state.bed)
+            elif holding:
+                holding.discard(state.bed)
         return out
 
-    def _wave(self, shard: Shard, wave: list[Accepted], out: list[Outgoing]) -> None:
+    def _wave(
+        self,
+        shard: Shard,
+        wave: list[tuple[BedState, Accepted]],
+        horizon_s: float,
+        out: list[Outgoing],
+    ) -> None:
         """At most one record of each bed: the records up to their detectors, the
         detectors on all the wave's vitals at once, then the rest of each record."""
         observing: list[tuple[BedState, Accepted, float, dict[str, float], list[Outgoing]]] = []
-        for item in wave:
-            state = self.bed(shard, item.bed)
+        for state, item in wave:
             try:
-                done, sample = self._one(state, item)
+                done, sample = self._one(state, item, horizon_s)
             except Exception as error:  # a long-running engine must not stop on one record
                 out.extend(self._failed(item, error))
                 continue
@@ -290,22 +324,37 @@ class Engine:
                 out.extend(done)
                 out.extend(self._scores_due(state, final=False))
             else:
-                observing.append((state, item, *sample, done))
+                observing.append((state, item, sample[0], sample[1], done))
         if not observing:
             return
-        findings = self._detect(shard, [(entry[0], entry[3]) for entry in observing])
+        findings = self._detect(shard, observing)
         processed = 0
         lateness = self.settings.lateness_s
         for (state, item, time_s, values, done), found in zip(observing, findings, strict=True):
             try:
-                done.extend(self._observe(state, time_s, values, found))
-                self._advance(state, time_s, item.sent_s)
+                scored = state.last_scored_s
+                if (
+                    found
+                    or (found is None and state.slot >= 0)
+                    or state.window is None
+                    or (scored is not None and time_s < scored)
+                ):
+                    done.extend(self._observe(state, time_s, values, found))
+                elif values:  # _observe's usual case: judged, nothing flagged, not late
+                    seen = state.last_observed_s
+                    if seen is None or time_s > seen:
+                        state.last_observed_s = time_s
+                    state.pending.append((time_s, values))
+                if state.clock_s is None or time_s > state.clock_s:  # _advance
+                    state.clock_s = time_s
+                    state.trigger_sent_s = item.sent_s
             except Exception as error:
                 out.extend(done)
                 out.extend(self._failed(item, error))
                 continue
             processed += 1
-            out.extend(done)
+            if done:
+                out.extend(done)
             due = state.next_due_s
             if due is not None and state.clock_s - lateness >= due:  # a minute is due
                 out.extend(self._scores_due(state, final=False))
@@ -318,25 +367,27 @@ class Engine:
         return self._reject(item, "bed", f"{type(error).__name__}: {error}")
 
     def _detect(
-        self, shard: Shard, samples: list[tuple[BedState, dict[str, float]]]
-    ) -> list[list[Finding] | None]:
-        """The detectors' findings on each sample of a wave, in one pass over the beds
-        with detectors (None for the others, and for all if the pass fails: each is then
-        judged alone, and one that fails is dead-lettered)."""
+        self, shard: Shard, samples: list[tuple[BedState, Accepted, float, dict[str, float], Any]]
+    ) -> Sequence[list[Finding] | None]:
+        """The detectors' findings on each sample ``(state, item, time, values, ...)`` of
+        a wave, in one pass over the beds with detectors (None for the others, and for all
+        if the pass fails: each is then judged alone, and one that fails is
+        dead-lettered)."""
         ward = shard.detectors
         found: list[list[Finding] | None] = [None] * len(samples)
-        rows = [i for i, (state, _) in enumerate(samples) if state.slot >= 0]
-        if ward is None or not rows:
+        if ward is None:
             return found
-        columns = ward.columns
-        matrix = np.full((len(rows), len(columns)), np.nan)
-        for row, i in enumerate(rows):
-            cells = matrix[row]
-            for concept, value in samples[i][1].items():
-                cells[columns[concept]] = value
-        slots = np.fromiter((samples[i][0].slot for i in rows), np.int64, len(rows))
+        rows = [i for i, sample in enumerate(samples) if sample[0].slot >= 0]
+        if not rows:
+            return found
+        findings: list[list[Finding]]
         try:
-            findings = ward.process(slots, matrix)
+            if len(rows) == len(samples):
+                slots = np.fromiter((s[0].slot for s in samples), np.int64, len(rows))
+                findings = ward.process(slots, ward.rows(s[3] for s in samples))
+                return findings
+            slots = np.fromiter((samples[i][0].slot for i in rows), np.int64, len(rows))
+            findings = ward.process(slots, ward.rows(samples[i][3] for i in rows))
         except Exception as error:
             metrics.LOG.error("detectors failed on a wave: %s", type(error).__name__)
             return found
@@ -403,11 +454,12 @@ class Engine:
         ]
 
     def _one(
-        self, state: BedState, item: Accepted
+        self, state: BedState, item: Accepted, horizon_s: float
     ) -> tuple[list[Outgoing], tuple[float, dict[str, float]] | None]:
         """A record's outputs up to its detectors, and the sample they are to judge (a
         vitals record's time and values: :meth:`_wave` finishes it), or None if it is
-        done."""
+        done. A record timed after ``horizon_s`` (the wall clock plus the future limit)
+        is rejected."""
         settings = self.settings
         message = item.message
         if settings.beds is not None and item.bed not in settings.beds:
@@ -422,7 +474,7 @@ class Engine:
             last_s = time_s + len(message.samples) / message.fs
         else:
             time_s = last_s = message.time.timestamp()
-        if settings.future_limit_s is not None and last_s > time.time() + settings.future_limit_s:
+        if last_s > horizon_s:
             ahead = last_s - time.time()
             return self._reject(
                 item, "clock", f"timed {ahead:.0f} s in the future (clock skew?)"
@@ -639,8 +691,7 @@ class Engine:
         assert state.window is not None and state.admit_s is not None
         ready = sorted((p for p in state.pending if p[0] < at_s), key=lambda p: p[0])
         state.pending = [p for p in state.pending if p[0] >= at_s]
-        for time_s, values in ready:
-            state.window.add_values(time_s, values)
+        state.window.add_samples(ready)
         state.last_scored_s = at_s
         scored = self.model.predict_window(state.window.values(at_s), state.statics)
         imputed = 1.0 - state.window.observed_fraction(at_s)

@@ -48,6 +48,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from bedside.engine.settings import BATCH_SIZE
 from bedside.replay.tansu import TansuBroker, free_port
 from bedside.schemas.messages import VITALS_TOPIC, Vitals, decode, encode
 
@@ -144,7 +145,7 @@ def raw_read_and_decode(servers: str, expected: int, partitions: int) -> float:
     count, started = 0, None
     deadline = time.monotonic() + 600
     while count < expected and time.monotonic() < deadline:
-        for message in consumer.consume(1000, 0.5):
+        for message in consumer.consume(BATCH_SIZE, 0.5):
             if message.error() is not None:
                 continue
             if started is None:
@@ -416,8 +417,8 @@ def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, floa
     decode_us = cpu_us(decode_all)
     batches = [
         batch
-        for first in range(0, len(records), 1000)
-        for batch in decode_batch(records[first : first + 1000])
+        for first in range(0, len(records), BATCH_SIZE)
+        for batch in decode_batch(records[first : first + BATCH_SIZE])
         if isinstance(batch, ShardBatch)
     ]
     gc.freeze()

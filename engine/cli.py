@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from bedside.engine.settings import BATCH_SIZE
+
 
 def settings_from(args: argparse.Namespace) -> Any:
     """EngineSettings from ``BEDSIDE_ENGINE_*`` with the command line on top."""
@@ -154,7 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from-end", action="store_true", help="start at the topics' end (default: beginning)"
     )
-    parser.add_argument("--batch-size", type=int, default=1000, help="records per poll")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"records per poll of a partition (default {BATCH_SIZE})",
+    )
     parser.add_argument(
         "--recovery",
         type=Path,

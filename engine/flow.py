@@ -56,7 +56,7 @@ from bedside.engine.intake import (
     accept,
     dead_letter,
 )
-from bedside.engine.settings import EngineError
+from bedside.engine.settings import BATCH_SIZE, EngineError
 from bedside.settings import KafkaSettings
 
 #: Keys of the stateful step: each bed belongs to one shard, fixed by its name. Bytewax
@@ -107,44 +107,37 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Outgoing, bytes]):
         self.engine = engine
         self.snapshots = snapshots
         self.shard: Shard = engine.new_shard() if resume is None else _resumed(resume)
-        #: Beds holding patient events (they need waking up even if they fall silent).
-        self.holding = {bed for bed, state in self.shard.beds.items() if state.held}
 
     def on_batch(self, values: list[ShardBatch]) -> tuple[Iterable[Outgoing], bool]:
         items = values[0].items if len(values) == 1 else [i for b in values for i in b.items]
-        out = self.engine.process(self.shard, items)
-        beds = self.shard.beds
-        for bed in {item.bed for item in items}:
-            if beds[bed].held:
-                self.holding.add(bed)
-            else:
-                self.holding.discard(bed)
-        return out, StatefulBatchLogic.RETAIN
+        return self.engine.process(self.shard, items), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Outgoing], bool]:
         out: list[Outgoing] = []
         for state in self.shard.beds.values():
             out.extend(self.engine.finish(state))
-        self.holding.clear()
+        self.shard.holding.clear()
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Outgoing], bool]:
         out: list[Outgoing] = []
         now = time.time()
-        for bed in list(self.holding):
+        holding = self.shard.holding
+        for bed in list(holding):
             state = self.shard.beds[bed]
             out.extend(self.engine.release_held(state, now))
             if not state.held:
-                self.holding.discard(bed)
+                holding.discard(bed)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         """Wake up when a held patient event is due (its bed may be silent by then)."""
-        if not self.holding:
+        holding = self.shard.holding
+        if not holding:
             return None
         now = time.time()
         beds = self.shard.beds
-        due = [self.engine.next_release_s(beds[bed], now) for bed in self.holding]
+        due = [self.engine.next_release_s(beds[bed], now) for bed in holding]
         soonest = min((d for d in due if d is not None), default=None)
         return None if soonest is None else datetime.fromtimestamp(soonest, UTC)
 
@@ -164,6 +157,7 @@ def _resumed(resume: bytes) -> Shard:
             "the recovery folder was written by an earlier version of the engine, whose "
             "state it cannot read: start this version with a new --recovery folder"
         )
+    shard.holding = {bed for bed, state in shard.beds.items() if state.held}
     return shard
 
 
@@ -243,7 +237,7 @@ def run_records(
     records: Iterable[Incoming | Any],
     write: Callable[[list[Outgoing]], None] | None = None,
     *,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
 ) -> list[Outgoing]:
     """Run the flow in this thread over ``records``; the outputs in order.
 
@@ -330,7 +324,7 @@ def kafka_flow(
     kafka: KafkaSettings,
     *,
     from_start: bool = True,
-    batch_size: int = 1000,
+    batch_size: int = BATCH_SIZE,
     recovery: bool = False,
 ) -> Dataflow:
     """The flow reading the input topics from Kafka and publishing to the output topics

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -335,6 +335,50 @@ class RollingWindow:
                 sums[variable] += value
                 counts[variable] += 1
                 kept += 1
+        return kept
+
+    def add_samples(self, samples: Sequence[tuple[float, Mapping[str, float]]]) -> int:
+        """:meth:`add_values` of samples ``(time, {concept: value})`` in time order; how
+        many values were kept. A run of samples in one step is summed in one pass (the
+        engine adds a minute of samples per score), then added to the step's sums: the
+        same sums but for the last bits, which the window's float32 values do not keep."""
+        kept = 0
+        step_s = self.grid.step_minutes * 60.0
+        index, steps = self._index, self.grid.steps
+        start = 0
+        while start < len(samples):
+            step = math.floor((samples[start][0] - self.anchor_s) / step_s)
+            stop = start + 1
+            while stop < len(samples) and (
+                math.floor((samples[stop][0] - self.anchor_s) / step_s) == step
+            ):
+                stop += 1
+            run, start = samples[start:stop], stop
+            slot = step % steps
+            held = self._held[slot]
+            if step < 0 or held > step:  # before admission, or the ring moved past it
+                continue
+            if held < step:
+                self._sums[slot] = 0.0
+                self._counts[slot] = 0
+                self._held[slot] = step
+            columns: list[int] = []
+            values: list[float] = []
+            last_keys: tuple[str, ...] = ()
+            layout: tuple[int, ...] = ()
+            for _, sample in run:
+                keys = tuple(sample)
+                if keys != last_keys:  # a source sends its concepts in the same order
+                    last_keys, layout = keys, tuple(index.get(key, -1) for key in keys)
+                columns.extend(layout)
+                values.extend(sample.values())
+            cells = np.array(columns, np.int64)
+            numbers = np.array(values, np.float64)
+            keep = (cells >= 0) & np.isfinite(numbers)
+            width = len(index)
+            self._sums[slot] += np.bincount(cells[keep], numbers[keep], minlength=width)
+            self._counts[slot] += np.bincount(cells[keep], minlength=width).astype(np.int32)
+            kept += int(keep.sum())
         return kept
 
     def _slots(self, at_s: float) -> tuple[np.ndarray, np.ndarray]:

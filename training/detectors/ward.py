@@ -19,6 +19,7 @@ the loop, whatever the number of fields, which keeps a call cheap (~1 µs).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any, Final, NamedTuple
 
@@ -324,6 +325,8 @@ class WardDetectors:
         self._beds = np.zeros(0, self._bed_dtype)
         self._free: list[int] = []  # released slots, reused first
         self._slots = 0  # slots ever handed out: [0, _slots)
+        #: The columns of the concepts of a sample, by its concepts in order (see rows).
+        self._layouts: dict[tuple[str, ...], tuple[int, ...]] = {}
 
     def new_bed(self) -> int:
         """A slot with fresh detectors, as ``BedDetectors.from_model`` gives a new bed."""
@@ -389,13 +392,42 @@ class WardDetectors:
 
     def process_one(self, slot: int, x: dict[str, float]) -> list[Finding]:
         """:meth:`process` of one sample ``{concept: value}`` of the bed in ``slot``."""
-        row = np.full((1, len(self.columns)), np.nan)
-        columns = self.columns
-        for concept, value in x.items():
-            column = columns.get(concept)
-            if column is not None:
-                row[0, column] = value
-        return self.process(np.array([slot], np.int64), row)[0]
+        return self.process(np.array([slot], np.int64), self.rows([x]))[0]
+
+    def rows(self, samples: Iterable[Mapping[str, float]]) -> np.ndarray:
+        """The ``values`` of :meth:`process` for samples ``{concept: value}``: one row
+        each, NaN where a column's concept is absent; concepts without detectors are
+        left out.
+
+        >>> ward = WardDetectors()
+        >>> rows = ward.rows([{"spo2": 97.0, "no_such_concept": 1.0}, {}])
+        >>> float(rows[0, ward.columns["spo2"]]), int((~np.isnan(rows)).sum())
+        (97.0, 1)
+        """
+        layouts = self._layouts
+        values: list[float] = []
+        columns: list[int] = []
+        counts: list[int] = []
+        for sample in samples:
+            keys = tuple(sample)
+            layout = layouts.get(keys)
+            if layout is None:  # a sample's concepts, in its order: seen once per source
+                if len(layouts) >= _MAX_LAYOUTS:
+                    layouts.clear()
+                layout = layouts[keys] = tuple(self.columns.get(key, -1) for key in keys)
+            columns.extend(layout)
+            values.extend(sample.values())
+            counts.append(len(layout))
+        matrix = np.full((len(counts), len(self.columns)), np.nan)
+        if values:
+            cells = np.array(columns, np.int64)
+            rows = np.repeat(np.arange(len(counts)), counts)
+            known = cells >= 0
+            if known.all():
+                matrix[rows, cells] = values
+            else:
+                matrix[rows[known], cells[known]] = np.array(values, np.float64)[known]
+        return matrix
 
     def _findings(
         self,
@@ -489,6 +521,10 @@ class WardDetectors:
                 # stable, as SortedWindow rebuilds its sorted copy from a pickle
                 target[index][:n] = np.sort(arrival, kind="stable")
 
+
+#: Sample layouts remembered by :meth:`WardDetectors.rows` (a source's concepts come in
+#: the same order, record after record; a stream of ever-new orders only costs time).
+_MAX_LAYOUTS: Final = 1024
 
 #: The concepts of the pressure triplets (their order is checked together).
 PRESSURE_CONCEPTS: Final = tuple(c for triplet in PRESSURE_TRIPLETS for c in triplet)

@@ -3,8 +3,9 @@
 For every variable of a window we take the series of its *observed* values in time
 order (the hourly means of the grid; gaps are skipped, not imputed) and compute
 features of the statistical and temporal domains of TSFEL, with TSFEL's definitions
-(``tsfel.feature_extraction.features``), vectorised over all stays and variables at
-once: calling TSFEL per series would take minutes for 4,000 stays x 35 variables, and
+(``tsfel.feature_extraction.features``), in one compiled loop over all series (numba):
+calling TSFEL per series would take minutes for 4,000 stays x 35 variables, numpy's
+calls on one window's short series cost the engine milliseconds a score, and
 TSFEL 0.2.0 with pandas 3 fails in its spectral domain anyway (spectral features
 assume a regular sampling rate that observed lab values do not have). The tests check
 each feature against TSFEL's own function.
@@ -39,9 +40,10 @@ NaN, logistic regression gets the training median (the count says it was missing
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import Final
 
+import numba
 import numpy as np
 
 STATISTICAL = (
@@ -57,109 +59,167 @@ SUMMARIES = ("first", "last", "count", "first_step", "steps_since_last")
 #: Features of one variable, in the column order of :func:`window_features`.
 FEATURES: tuple[str, ...] = (*STATISTICAL, *TEMPORAL, *SUMMARIES)
 
+# Columns of the compiled loop (module constants: numba reads them as literals).
+_N_FEATURES: Final = len(FEATURES)
+_C_MEAN: Final = FEATURES.index("mean")
+_C_MEDIAN: Final = FEATURES.index("median")
+_C_MIN: Final = FEATURES.index("min")
+_C_MAX: Final = FEATURES.index("max")
+_C_STD: Final = FEATURES.index("std")
+_C_IQR: Final = FEATURES.index("interquartile_range")
+_C_MEAN_ABS_DEVIATION: Final = FEATURES.index("mean_abs_deviation")
+_C_MEDIAN_ABS_DEVIATION: Final = FEATURES.index("median_abs_deviation")
+_C_RMS: Final = FEATURES.index("rms")
+_C_SKEWNESS: Final = FEATURES.index("skewness")
+_C_KURTOSIS: Final = FEATURES.index("kurtosis")
+_C_PEAK_TO_PEAK: Final = FEATURES.index("peak_to_peak")
+_C_ABS_ENERGY: Final = FEATURES.index("abs_energy")
+_C_ECDF_20: Final = FEATURES.index("ecdf_percentile_20")
+_C_ECDF_80: Final = FEATURES.index("ecdf_percentile_80")
+_C_SLOPE: Final = FEATURES.index("slope")
+_C_MEAN_DIFF: Final = FEATURES.index("mean_diff")
+_C_MEAN_ABS_DIFF: Final = FEATURES.index("mean_abs_diff")
+_C_MEDIAN_DIFF: Final = FEATURES.index("median_diff")
+_C_MEDIAN_ABS_DIFF: Final = FEATURES.index("median_abs_diff")
+_C_SUM_ABS_DIFF: Final = FEATURES.index("sum_abs_diff")
+_C_DISTANCE: Final = FEATURES.index("distance")
+_C_POSITIVE_TURNING: Final = FEATURES.index("positive_turning")
+_C_NEGATIVE_TURNING: Final = FEATURES.index("negative_turning")
+_C_ZERO_CROSSINGS: Final = FEATURES.index("zero_crossings")
+_C_FIRST: Final = FEATURES.index("first")
+_C_LAST: Final = FEATURES.index("last")
+_C_COUNT: Final = FEATURES.index("count")
+_C_FIRST_STEP: Final = FEATURES.index("first_step")
+_C_STEPS_SINCE_LAST: Final = FEATURES.index("steps_since_last")
 
-def _take(sorted_values: np.ndarray, index: np.ndarray) -> np.ndarray:
-    return np.take_along_axis(sorted_values, np.maximum(index, 0)[:, None], axis=1)[:, 0]
 
-
-def _quantile(sorted_values: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
-    """numpy's default (linear) quantile of rows sorted with NaN last; NaN when empty."""
-    position = q * (count - 1)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, count - 1)
-    a, b = _take(sorted_values, low), _take(sorted_values, high)
+@numba.njit(cache=True, inline="always")
+def _quantile(ordered: np.ndarray, n: int, q: float) -> float:
+    """numpy's default (linear) quantile of ``ordered[:n]`` (sorted); NaN when empty."""
+    if n == 0:
+        return np.nan
+    position = q * (n - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, n - 1)
+    a, b = ordered[low], ordered[high]
     fraction = position - low
-    value = np.where(fraction >= 0.5, b - (b - a) * (1 - fraction), a + (b - a) * fraction)
-    return np.where(count > 0, value, np.nan)
+    if fraction >= 0.5:  # numpy's lerp, exact at both ends
+        return b - (b - a) * (1.0 - fraction)
+    return a + (b - a) * fraction
 
 
-def _sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    count = (~np.isnan(values)).sum(axis=1)
-    return np.sort(values, axis=1), count
-
-
-def _median(values: np.ndarray) -> np.ndarray:
-    return _quantile(*_sorted(values), 0.5)
-
-
-def _ecdf_percentile(sorted_values: np.ndarray, count: np.ndarray, p: float) -> np.ndarray:
+@numba.njit(cache=True, inline="always")
+def _ecdf_percentile(ordered: np.ndarray, n: int, p: float) -> float:
     """Largest value whose ECDF is at most ``p`` (TSFEL); NaN when none is."""
-    ranks = np.arange(1, sorted_values.shape[1] + 1)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        below = (ranks / count[:, None] <= p) & (ranks <= count[:, None])
-    k = below.sum(axis=1)
-    return np.where(k > 0, _take(sorted_values, k - 1), np.nan)
+    k = 0
+    for rank in range(1, n + 1):
+        if rank / n <= p:
+            k += 1
+    return ordered[k - 1] if k > 0 else np.nan
 
 
+@numba.njit(cache=True)
 def _series_features(series: np.ndarray) -> np.ndarray:
-    """Features (N, F) of N series (N, T): values in time order, NaN = not observed."""
-    steps = series.shape[1]
-    observed = ~np.isnan(series)
-    count = observed.sum(axis=1)
-    # Observed values first, in time order: the series TSFEL would be given.
-    order = np.argsort(~observed, axis=1, kind="stable")
-    values = np.take_along_axis(series, order, axis=1).astype(np.float64)
-    valid = np.arange(steps)[None, :] < count[:, None]
-    some = count > 0
-    out: dict[str, np.ndarray] = {}
+    """Features (N, F) of N series (N, T): values in time order, NaN = not observed.
 
-    # Empty slices (never-observed variables) warn in numpy; they are NaN by design.
-    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):
-        ordered, _ = _sorted(values)
-        mean = np.nanmean(values, axis=1)
-        centred = values - mean[:, None]
-        m2 = np.nanmean(centred**2, axis=1)
-        m3 = np.nanmean(centred**3, axis=1)
-        m4 = np.nanmean(centred**4, axis=1)
-        flat = ~(m2 > 1e-12 * np.maximum(mean**2, 1.0))
-        median = _quantile(ordered, count, 0.5)
-        out["mean"] = mean
-        out["median"] = median
-        out["min"] = np.where(some, np.nanmin(np.where(valid, values, np.inf), axis=1), np.nan)
-        out["max"] = np.where(some, np.nanmax(np.where(valid, values, -np.inf), axis=1), np.nan)
-        out["std"] = np.sqrt(m2)
-        out["interquartile_range"] = _quantile(ordered, count, 0.75) - _quantile(
-            ordered, count, 0.25
-        )
-        out["mean_abs_deviation"] = np.nanmean(np.abs(centred), axis=1)
-        out["median_abs_deviation"] = _median(np.abs(values - median[:, None]))
-        out["rms"] = np.sqrt(np.nanmean(values**2, axis=1))
-        out["skewness"] = np.where(flat, np.nan, m3 / m2**1.5)
-        out["kurtosis"] = np.where(flat, np.nan, m4 / m2**2 - 3.0)
-        out["peak_to_peak"] = out["max"] - out["min"]
-        out["abs_energy"] = np.where(some, np.nansum(values**2, axis=1), np.nan)
-        out["ecdf_percentile_20"] = _ecdf_percentile(ordered, count, 0.2)
-        out["ecdf_percentile_80"] = _ecdf_percentile(ordered, count, 0.8)
-
-        position = np.where(valid, np.arange(steps)[None, :], np.nan)
-        t_centred = position - np.nanmean(position, axis=1)[:, None]
-        slope = np.nansum(t_centred * centred, axis=1) / np.nansum(t_centred**2, axis=1)
-        out["slope"] = np.where(count >= 2, slope, np.nan)
-
-        diffs = values[:, 1:] - values[:, :-1]
-        has_diff = count >= 2
-        out["mean_diff"] = np.where(has_diff, np.nanmean(diffs, axis=1), np.nan)
-        out["mean_abs_diff"] = np.where(has_diff, np.nanmean(np.abs(diffs), axis=1), np.nan)
-        out["median_diff"] = _median(diffs)
-        out["median_abs_diff"] = _median(np.abs(diffs))
-        out["sum_abs_diff"] = np.nansum(np.abs(diffs), axis=1)
-        out["distance"] = np.nansum(np.sqrt(1.0 + diffs**2), axis=1)
-        rising, falling = diffs[:, :-1], diffs[:, 1:]
-        out["positive_turning"] = ((rising > 0) & (falling < 0)).sum(axis=1).astype(np.float64)
-        out["negative_turning"] = ((rising < 0) & (falling > 0)).sum(axis=1).astype(np.float64)
-        signs = np.sign(values)
-        changes = (signs[:, 1:] != signs[:, :-1]) & valid[:, 1:]
-        out["zero_crossings"] = changes.sum(axis=1).astype(np.float64)
-
-        first_step = np.where(some, order[:, 0], steps)
-        last_step = np.where(some, _take(order.astype(np.float64), count - 1), -1)
-        out["first"] = np.where(some, values[:, 0], np.nan)
-        out["last"] = np.where(some, _take(values, count - 1), np.nan)
-        out["count"] = count.astype(np.float64)
-        out["first_step"] = first_step.astype(np.float64)
-        out["steps_since_last"] = np.where(some, steps - 1 - last_step, steps).astype(np.float64)
-
-    return np.column_stack([out[name] for name in FEATURES])
+    One compiled pass per series (a score in the engine computes one window's, where
+    numpy's calls on small arrays cost more than their arithmetic)."""
+    rows, steps = series.shape
+    out = np.full((rows, _N_FEATURES), np.nan)
+    values = np.empty(steps)  # the observed values in time order: the series TSFEL gets
+    where = np.empty(steps, np.int64)  # their steps
+    work = np.empty(steps)
+    for row in range(rows):
+        f = out[row]
+        n = 0
+        for t in range(steps):
+            v = series[row, t]
+            if v == v:
+                values[n] = v
+                where[n] = t
+                n += 1
+        f[_C_COUNT] = n
+        f[_C_SUM_ABS_DIFF] = f[_C_DISTANCE] = 0.0
+        f[_C_POSITIVE_TURNING] = f[_C_NEGATIVE_TURNING] = f[_C_ZERO_CROSSINGS] = 0.0
+        if n == 0:
+            f[_C_FIRST_STEP] = f[_C_STEPS_SINCE_LAST] = steps
+            continue
+        total = 0.0
+        squares = 0.0
+        low, high = np.inf, -np.inf
+        for i in range(n):
+            v = values[i]
+            total += v
+            squares += v * v
+            low, high = min(low, v), max(high, v)
+        mean = total / n
+        m2 = m3 = m4 = absolute = 0.0
+        for i in range(n):
+            c = values[i] - mean
+            m2 += c * c
+            m3 += c * c * c
+            m4 += c * c * c * c
+            absolute += abs(c)
+        m2, m3, m4 = m2 / n, m3 / n, m4 / n
+        ordered = np.sort(values[:n])
+        median = _quantile(ordered, n, 0.5)
+        f[_C_MEAN] = mean
+        f[_C_MEDIAN] = median
+        f[_C_MIN], f[_C_MAX] = low, high
+        f[_C_STD] = np.sqrt(m2)
+        f[_C_IQR] = _quantile(ordered, n, 0.75) - _quantile(ordered, n, 0.25)
+        f[_C_MEAN_ABS_DEVIATION] = absolute / n
+        for i in range(n):
+            work[i] = abs(values[i] - median)
+        f[_C_MEDIAN_ABS_DEVIATION] = _quantile(np.sort(work[:n]), n, 0.5)
+        f[_C_RMS] = np.sqrt(squares / n)
+        if m2 > 1e-12 * max(mean * mean, 1.0):  # else flat: no skewness or kurtosis
+            f[_C_SKEWNESS] = m3 / m2**1.5
+            f[_C_KURTOSIS] = m4 / m2**2 - 3.0
+        f[_C_PEAK_TO_PEAK] = high - low
+        f[_C_ABS_ENERGY] = squares
+        f[_C_ECDF_20] = _ecdf_percentile(ordered, n, 0.2)
+        f[_C_ECDF_80] = _ecdf_percentile(ordered, n, 0.8)
+        f[_C_FIRST], f[_C_LAST] = values[0], values[n - 1]
+        f[_C_FIRST_STEP] = where[0]
+        f[_C_STEPS_SINCE_LAST] = steps - 1 - where[n - 1]
+        crossings = 0
+        for i in range(n - 1):
+            if np.sign(values[i + 1]) != np.sign(values[i]):
+                crossings += 1
+        f[_C_ZERO_CROSSINGS] = crossings
+        if n < 2:
+            continue
+        centre = (n - 1) / 2.0
+        covariance = spread = 0.0
+        for i in range(n):
+            covariance += (i - centre) * (values[i] - mean)
+            spread += (i - centre) ** 2
+        f[_C_SLOPE] = covariance / spread
+        d = n - 1
+        diff_sum = abs_sum = distance = 0.0
+        peaks = troughs = 0
+        for i in range(d):
+            diff = values[i + 1] - values[i]
+            work[i] = diff
+            diff_sum += diff
+            abs_sum += abs(diff)
+            distance += np.sqrt(1.0 + diff * diff)
+            if i > 0:
+                before = work[i - 1]
+                if before > 0 and diff < 0:
+                    peaks += 1
+                elif before < 0 and diff > 0:
+                    troughs += 1
+        f[_C_MEAN_DIFF] = diff_sum / d
+        f[_C_MEAN_ABS_DIFF] = abs_sum / d
+        f[_C_MEDIAN_DIFF] = _quantile(np.sort(work[:d]), d, 0.5)
+        f[_C_MEDIAN_ABS_DIFF] = _quantile(np.sort(np.abs(work[:d])), d, 0.5)
+        f[_C_SUM_ABS_DIFF] = abs_sum
+        f[_C_DISTANCE] = distance
+        f[_C_POSITIVE_TURNING] = peaks
+        f[_C_NEGATIVE_TURNING] = troughs
+    return out
 
 
 #: The default set: the statistical and temporal features that carry the signal on
@@ -176,7 +236,8 @@ def window_features(observed: np.ndarray, names: Sequence[str] = FEATURES) -> np
     """Features ``names`` of windows (n, T, D) (NaN = missing): (n, D * len(names)),
     variable-major columns (all features of the first variable, then the second...)."""
     n, steps, variables = observed.shape
-    series = np.ascontiguousarray(observed.transpose(0, 2, 1)).reshape(n * variables, steps)
+    series = np.ascontiguousarray(observed.transpose(0, 2, 1), dtype=np.float64)
+    series = series.reshape(n * variables, steps)
     chosen = [FEATURES.index(name) for name in names]
     return _series_features(series)[:, chosen].reshape(n, variables * len(chosen))
 

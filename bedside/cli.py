@@ -734,7 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_engine.add_argument("--beds", type=int, default=2000, help="beds (default 2000)")
     bench_engine.add_argument(
-        "--seconds", type=int, default=60, help="seconds of ward for the throughput runs (60)"
+        "--seconds",
+        type=int,
+        default=300,
+        help="seconds of ward for the throughput runs, scores included from the second "
+        "minute (300)",
     )
     bench_engine.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
     bench_engine.add_argument("--processes", default="1,2", help="engine process counts (1,2)")

@@ -12,8 +12,7 @@ is one bed's own memory, small and picklable, which Bytewax snapshots for recove
 * its rolling window (:class:`~bedside.training.windows.RollingWindow`, the same
   window code as offline) and the values not yet due (``pending``);
 * the last seconds of each waveform signal (:mod:`bedside.engine.waveforms`);
-* its event-time clock and next scoring minute (see :mod:`bedside.engine.settings`);
-* its alerting memory (:mod:`bedside.engine.alerts`).
+* its event-time clock and next scoring minute (see :mod:`bedside.engine.settings`).
 
 A :class:`Shard` holds the states of the beds Bytewax hands over together (see
 :mod:`bedside.engine.flow`). A batch of a shard's records goes in waves, the first
@@ -21,7 +20,18 @@ record of each bed, then the second...: the vitals of a wave go through the dete
 in one compiled loop, and each bed still sees its own records in order.
 
 Values flagged by a detector are left out of the window (imputed downstream like any
-missing value). Every output is an :class:`~bedside.engine.intake.Outgoing` record.
+missing value). A record's work is done in three steps, as the dataflow runs them:
+
+1. :meth:`Engine.beds`: all of the above, per shard; it hands on
+   :class:`~bedside.engine.intake.Outgoing` records (anomalies, dead letters), a
+   :class:`ScoreTask` for each minute due and an :class:`AlertTask` for each
+   acknowledgement or closed stay;
+2. :meth:`Engine.score`: the minutes of a batch, all shards together, through the
+   model in one call;
+3. :meth:`Engine.alert`: per shard, the score records and the alert policy
+   (:mod:`bedside.engine.alerts`), with each bed's alerting memory.
+
+:meth:`Engine.process` runs the three in process on one shard's batch.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias
 
 import numpy as np
 
@@ -155,7 +165,10 @@ class BedState:
     last_observed_s: float | None = None
     #: When the record that last moved the clock was produced (for the latency metric).
     trigger_sent_s: float = 0.0
-    alerts: AlertState = field(default_factory=AlertState)
+
+
+#: The layout of :class:`Shard` (2: alerts kept apart from the beds' states).
+SHARD_LAYOUT: Final = 2
 
 
 @dataclass
@@ -168,6 +181,49 @@ class Shard:
     detectors: Any = None
     #: The beds holding patient events (they need waking up even if they fall silent).
     holding: set[str] = field(default_factory=set)
+    #: The beds' alerting memory when the shard runs in process (:meth:`Engine.process`;
+    #: in the dataflow the alerts' step keeps it).
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    #: The layout of this state (a recovery store of another layout is refused).
+    layout: int = field(default_factory=lambda: SHARD_LAYOUT)
+
+
+class ScoreTask(NamedTuple):
+    """A minute of a bed to score: its window and what the alert policy needs."""
+
+    bed: str
+    stay_id: str | None
+    at_s: float
+    window: np.ndarray  # (steps, variables) of the model's grid; NaN: missing
+    statics: dict[str, Any]
+    imputed: float
+    staleness_s: float
+    #: When the record that completed the minute was produced (the latency metric).
+    sent_s: float
+
+
+class AlertTask(NamedTuple):
+    """For a bed's alerts: an acknowledgement (``ack``), or its stay closed (``reason``)."""
+
+    bed: str
+    stay_id: str | None
+    time_s: float
+    ack: AlertAck | None = None
+    reason: str = ""
+
+
+class Scored(NamedTuple):
+    """A scored minute (``prediction`` None: the model failed on it, counted)."""
+
+    task: ScoreTask
+    prediction: dict[str, Any] | None
+    model_id: str
+    model_version: str
+    threshold: float
+
+
+#: What the beds' step hands on: records to publish, and work for the alerts.
+Step: TypeAlias = Outgoing | ScoreTask | AlertTask
 
 
 class Engine:
@@ -208,6 +264,7 @@ class Engine:
         #: Latest time of any value this process has read (all its beds): how far the
         #: input has got, which tells a silent bed from a topic read ahead.
         self.ward_clock_s = -math.inf
+        self.model_id = self.model_version = ""
         if model is not None:
             self._use(model)
 
@@ -265,11 +322,26 @@ class Engine:
         return state
 
     def process(self, shard: Shard, items: list[Accepted]) -> list[Outgoing]:
-        """Everything a batch of a shard's records causes, each bed's in order.
+        """Everything a batch of a shard's records causes, in process: :meth:`beds`,
+        then :meth:`score` and :meth:`alert` on what it hands on (what the dataflow's
+        three steps do). Each bed's records on each topic come in order."""
+        return self.settle(shard, self.beds(shard, items))
+
+    def settle(self, shard: Shard, steps: list[Step]) -> list[Outgoing]:
+        """The records of the beds' steps, their minutes scored and alerts run."""
+        out = [step for step in steps if type(step) is Outgoing]
+        if len(out) < len(steps):
+            tasks = [step for step in steps if type(step) is not Outgoing]
+            out.extend(self.alert(shard.alerts, self.score(tasks)))
+        return out
+
+    def beds(self, shard: Shard, items: list[Accepted]) -> list[Step]:
+        """The beds' step: everything a batch of a shard's records causes, each bed's in
+        order, up to the minutes to score and the work for the alerts.
 
         ``shard.holding`` is kept up to date: the beds of the shard holding patient events.
         """
-        out: list[Outgoing] = []
+        out: list[Step] = []
         beds = shard.beds
         waves: list[list[tuple[BedState, Accepted]]] = []
         depth: dict[str, int] = {}
@@ -309,11 +381,11 @@ class Engine:
         shard: Shard,
         wave: list[tuple[BedState, Accepted]],
         horizon_s: float,
-        out: list[Outgoing],
+        out: list[Step],
     ) -> None:
         """At most one record of each bed: the records up to their detectors, the
         detectors on all the wave's vitals at once, then the rest of each record."""
-        observing: list[tuple[BedState, Accepted, float, dict[str, float], list[Outgoing]]] = []
+        observing: list[tuple[BedState, Accepted, float, dict[str, float], list[Step]]] = []
         for state, item in wave:
             try:
                 done, sample = self._one(state, item, horizon_s)
@@ -360,7 +432,7 @@ class Engine:
                 out.extend(self._scores_due(state, final=False))
         metrics.outcome(VITALS_TOPIC, "processed", processed)
 
-    def _failed(self, item: Accepted, error: Exception) -> list[Outgoing]:
+    def _failed(self, item: Accepted, error: Exception) -> list[Step]:
         # The log names the failure's type only: its text may quote patient data, which
         # goes to the dead letter (a topic with access control), not to logs.
         metrics.LOG.error("bed step failed on a %s record: %s", item.topic, type(error).__name__)
@@ -395,7 +467,7 @@ class Engine:
             found[i] = row_findings
         return found
 
-    def _scores_due(self, state: BedState, *, final: bool) -> list[Outgoing]:
+    def _scores_due(self, state: BedState, *, final: bool) -> list[Step]:
         """:meth:`_score_due`, counted and logged instead of raised when scoring fails
         (the record that moved the clock was processed; the minute stays due)."""
         try:
@@ -405,12 +477,12 @@ class Engine:
             metrics.LOG.error("scoring failed: %s", type(error).__name__)
             return []
 
-    def finish(self, state: BedState) -> list[Outgoing]:
+    def finish(self, state: BedState) -> list[Step]:
         """The input ended: apply what is held, score every minute the clock has passed."""
         out = self._release(state, math.inf)
         return out + self._scores_due(state, final=True)
 
-    def release_held(self, state: BedState, now_s: float) -> list[Outgoing]:
+    def release_held(self, state: BedState, now_s: float) -> list[Step]:
         """Apply the held patient events the bed's silence no longer explains: the other
         beds' values are ``patient_hold_s`` past their time, or (a ward gone quiet) they
         waited ``patient_hold_wall_s`` of wall clock."""
@@ -428,13 +500,13 @@ class Engine:
             return None
         return now_s + 5.0
 
-    def _release(self, state: BedState, until_s: float) -> list[Outgoing]:
+    def _release(self, state: BedState, until_s: float) -> list[Step]:
         """Apply, in time order, the held patient events timed at or before ``until_s``."""
         ready = [h for h in state.held if h[0] <= until_s]
         if not ready:
             return []
         state.held = [h for h in state.held if h[0] > until_s]
-        out: list[Outgoing] = []
+        out: list[Step] = []
         for time_s, _, item in sorted(ready, key=lambda h: h[0]):
             try:
                 out.extend(self._patient_event(state, item, time_s))
@@ -445,7 +517,7 @@ class Engine:
             out.extend(self._scores_due(state, final=False))
         return out
 
-    def _reject(self, item: Accepted, step: str, error: str) -> list[Outgoing]:
+    def _reject(self, item: Accepted, step: str, error: str) -> list[Step]:
         metrics.outcome(item.topic, "deadlettered")
         return [
             dead_letter(
@@ -455,7 +527,7 @@ class Engine:
 
     def _one(
         self, state: BedState, item: Accepted, horizon_s: float
-    ) -> tuple[list[Outgoing], tuple[float, dict[str, float]] | None]:
+    ) -> tuple[list[Step], tuple[float, dict[str, float]] | None]:
         """A record's outputs up to its detectors, and the sample they are to judge (a
         vitals record's time and values: :meth:`_wave` finishes it), or None if it is
         done. A record timed after ``horizon_s`` (the wall clock plus the future limit)
@@ -467,8 +539,7 @@ class Engine:
         kind = type(message)
         if kind is AlertAck:
             metrics.outcome(item.topic, "processed")
-            acks = acknowledge(state.alerts, message, state.stay_id)
-            return self._records(ALERTS_TOPIC, acks), None
+            return [AlertTask(state.bed, state.stay_id, message.time.timestamp(), message)], None
         if kind is WaveformChunk:
             time_s = message.start.timestamp()
             last_s = time_s + len(message.samples) / message.fs
@@ -506,7 +577,7 @@ class Engine:
         if state.clock_s is not None and time_s < state.clock_s - max_late:
             late = f"{state.clock_s - time_s:.0f} s late, older than {max_late:g} s"
             return released + self._reject(item, "clock", late), None
-        out: list[Outgoing] = released
+        out: list[Step] = released
         if message.stay_id is not None and message.stay_id != state.stay_id:
             out.extend(self._switch(state, time_s, item, "another stay's data arrived"))
             self._open(state, message.stay_id, time_s)
@@ -519,7 +590,7 @@ class Engine:
         metrics.outcome(item.topic, "processed")
         return out, None
 
-    def _patient_event(self, state: BedState, item: Accepted, time_s: float) -> list[Outgoing]:
+    def _patient_event(self, state: BedState, item: Accepted, time_s: float) -> list[Step]:
         """Admissions, discharges and deaths, applied whatever the bed's clock says.
 
         They may be read before or after the values of their stay (another topic, read
@@ -532,7 +603,7 @@ class Engine:
         if event in state.patient_events:
             metrics.outcome(item.topic, "duplicate")
             return []
-        out: list[Outgoing] = []
+        out: list[Step] = []
         if isinstance(message, Admit):
             if message.stay_id != state.stay_id and message.stay_id not in state.closed_stays:
                 out.extend(self._switch(state, time_s, item, "a new patient was admitted"))
@@ -579,19 +650,17 @@ class Engine:
         state.last_observed_s = None
         state.clock_s = time_s if state.clock_s is None else max(state.clock_s, time_s)
 
-    def _switch(
-        self, state: BedState, time_s: float, item: Accepted, reason: str
-    ) -> list[Outgoing]:
+    def _switch(self, state: BedState, time_s: float, item: Accepted, reason: str) -> list[Step]:
         """Another stay starts in the bed: the current one is scored up to now and closed."""
         if state.admit_s is None:
             return []
         self._advance(state, time_s, item.sent_s)
         return [*self._score_due(state, final=True), *self._close(state, time_s, reason)]
 
-    def _close(self, state: BedState, time_s: float, reason: str) -> list[Outgoing]:
+    def _close(self, state: BedState, time_s: float, reason: str) -> list[Step]:
         if state.admit_s is None:
             return []
-        alerts = close_all(state.alerts, state.bed, state.stay_id, moment(time_s), reason)
+        closing = AlertTask(state.bed, state.stay_id, time_s, reason=reason)
         if state.stay_id is not None:
             state.closed_stays = [*state.closed_stays[-31:], state.stay_id]
         if state.slot >= 0:
@@ -601,7 +670,7 @@ class Engine:
         state.admitted = False
         state.statics, state.pending, state.waveforms = {}, [], {}
         state.next_due_s = state.last_scored_s = state.last_observed_s = None
-        return self._records(ALERTS_TOPIC, alerts)
+        return [closing]
 
     # --- values -------------------------------------------------------------------------
 
@@ -611,7 +680,7 @@ class Engine:
         time_s: float,
         values: dict[str, float],
         findings: list[Finding] | None = None,
-    ) -> list[Outgoing]:
+    ) -> list[Step]:
         """A bed's sample: judged (unless ``findings`` are given), then what is not
         flagged waits for the window."""
         anomalies: list[Anomaly] = []
@@ -634,7 +703,7 @@ class Engine:
                 state.pending.append((time_s, values))
         return self._records(ANOMALIES_TOPIC, anomalies)
 
-    def _waveform(self, state: BedState, chunk: WaveformChunk, start_s: float) -> list[Outgoing]:
+    def _waveform(self, state: BedState, chunk: WaveformChunk, start_s: float) -> list[Step]:
         window_s = self.settings.waveform_window_s
         buffer = state.waveforms.get(chunk.signal)
         if buffer is None or buffer.fs != chunk.fs:
@@ -669,7 +738,9 @@ class Engine:
 
     # --- scores and alerts --------------------------------------------------------------
 
-    def _score_due(self, state: BedState, *, final: bool) -> list[Outgoing]:
+    def _score_due(self, state: BedState, *, final: bool) -> list[Step]:
+        """The minutes of the bed its clock has passed (less the lateness unless
+        ``final``), each as a :class:`ScoreTask`."""
         if state.next_due_s is None or state.clock_s is None or self.model is None:
             return []
         every = self.settings.score_every_s
@@ -681,61 +752,143 @@ class Engine:
             metrics.SKIPPED.inc(due - self.max_catch_up)
             state.next_due_s += (due - self.max_catch_up) * every
             due = self.max_catch_up
-        out: list[Outgoing] = []
+        out: list[Step] = []
         for _ in range(due):
-            out.extend(self._score(state, state.next_due_s))
+            out.append(self._task(state, state.next_due_s))
             state.next_due_s += every
         return out
 
-    def _score(self, state: BedState, at_s: float) -> list[Outgoing]:
+    def _task(self, state: BedState, at_s: float) -> ScoreTask:
+        """The minute ending at ``at_s``: its pending values go into the window, which
+        is taken as it stands."""
         assert state.window is not None and state.admit_s is not None
         ready = sorted((p for p in state.pending if p[0] < at_s), key=lambda p: p[0])
         state.pending = [p for p in state.pending if p[0] >= at_s]
         state.window.add_samples(ready)
         state.last_scored_s = at_s
-        scored = self.model.predict_window(state.window.values(at_s), state.statics)
-        imputed = 1.0 - state.window.observed_fraction(at_s)
         seen = state.last_observed_s if state.last_observed_s is not None else state.admit_s
-        staleness = max(0.0, at_s - min(seen, at_s))
-        when = moment(at_s)
-        score = Score(
+        return ScoreTask(
             bed=state.bed,
             stay_id=state.stay_id,
+            at_s=at_s,
+            window=state.window.values(at_s),
+            statics=state.statics,  # replaced, never changed, when a stay's change
+            imputed=1.0 - state.window.observed_fraction(at_s),
+            staleness_s=max(0.0, at_s - min(seen, at_s)),
+            sent_s=state.trigger_sent_s,
+        )
+
+    # --- the scoring step: all minutes of a batch in one call of the model ---------------
+
+    def score(self, items: list[ScoreTask | AlertTask]) -> list[Scored | AlertTask]:
+        """The scoring step: the minutes of ``items`` scored by the model together (one
+        call for all the batch's beds: a model's cost is mostly per call); the alerts'
+        work passes through, in order."""
+        tasks = [item for item in items if type(item) is ScoreTask]
+        found = iter(self._predict(tasks))
+        model_id, version = self.model_id, self.model_version
+        threshold = self.model.threshold if self.model is not None else 1.0
+        return [
+            Scored(item, next(found), model_id, version, threshold)
+            if isinstance(item, ScoreTask)
+            else item
+            for item in items
+        ]
+
+    def _predict(self, tasks: list[ScoreTask]) -> list[dict[str, Any] | None]:
+        """The model's prediction of each task; if the batch fails, each is tried alone,
+        and one that fails alone is counted and logged (None)."""
+        if not tasks:
+            return []
+        try:
+            scored = self.model.predict_windows(
+                np.stack([task.window for task in tasks]), [task.statics for task in tasks]
+            )
+        except Exception as error:
+            if len(tasks) > 1:
+                return [p for task in tasks for p in self._predict([task])]
+            metrics.SCORE_ERRORS.inc()
+            metrics.LOG.error("scoring failed: %s", type(error).__name__)
+            return [None]
+        survival = scored.survival.tolist()
+        risks = {h: r.tolist() for h, r in scored.risks.items()}
+        times = self.model.intervals_h
+        return [
+            {
+                "mortality": float(scored.mortality[k]),
+                "risks": {h: r[k] for h, r in risks.items()},
+                "survival": list(zip(times, survival[k], strict=True)),
+            }
+            for k in range(len(tasks))
+        ]
+
+    # --- the alerts' step ---------------------------------------------------------------
+
+    def alert(
+        self, states: dict[str, AlertState], items: list[Scored | AlertTask]
+    ) -> list[Outgoing]:
+        """The alerts' step: each scored minute published and run through the alert
+        policy, acknowledgements and closed stays applied, each bed's in order
+        (``states``: the alerting memory of the beds, by bed)."""
+        out: list[Outgoing] = []
+        for item in items:
+            bed = item.task.bed if isinstance(item, Scored) else item.bed
+            state = states.get(bed)
+            if state is None:
+                state = states[bed] = AlertState()
+            if isinstance(item, Scored):
+                out.extend(self._publish(state, item))
+            elif item.ack is not None:
+                out.extend(self._records(ALERTS_TOPIC, acknowledge(state, item.ack, item.stay_id)))
+            else:
+                when = moment(item.time_s)
+                closed = close_all(state, bed, item.stay_id, when, item.reason)
+                out.extend(self._records(ALERTS_TOPIC, closed))
+        return out
+
+    def _publish(self, alerts: AlertState, scored: Scored) -> list[Outgoing]:
+        task, prediction = scored.task, scored.prediction
+        if prediction is None:
+            return []
+        when = moment(task.at_s)
+        score = Score(
+            bed=task.bed,
+            stay_id=task.stay_id,
             time=when,
-            model_id=self.model_id,
-            model_version=self.model_version,
-            mortality=min(1.0, max(0.0, scored["mortality"])),
+            model_id=scored.model_id,
+            model_version=scored.model_version,
+            mortality=min(1.0, max(0.0, prediction["mortality"])),
             risks=[
                 HorizonRisk(horizon_h=h, risk=min(1.0, max(0.0, r)))
-                for h, r in scored["risks"].items()
+                for h, r in prediction["risks"].items()
             ],
             survival=[
                 SurvivalPoint(time_h=t, survival=min(1.0, max(0.0, s)))
-                for t, s in scored["survival"]
+                for t, s in prediction["survival"]
             ],
-            imputed_fraction=min(1.0, max(0.0, imputed)),
-            staleness_s=staleness,
+            imputed_fraction=min(1.0, max(0.0, task.imputed)),
+            staleness_s=task.staleness_s,
         )
         metrics.SCORES.inc()
-        metrics.LATENCY.observe(max(0.0, time.time() - state.trigger_sent_s))
+        metrics.LATENCY.observe(max(0.0, time.time() - task.sent_s))
         policy = self.settings.alerts
         unreliable = None
-        if imputed > policy.max_imputed_fraction:
-            unreliable = f"{imputed:.0%} of the window imputed"
-        elif staleness > policy.max_staleness_s:
-            unreliable = f"no new value for {staleness / 60:.0f} min"
+        if task.imputed > policy.max_imputed_fraction:
+            unreliable = f"{task.imputed:.0%} of the window imputed"
+        elif task.staleness_s > policy.max_staleness_s:
+            unreliable = f"no new value for {task.staleness_s / 60:.0f} min"
         alerts = evaluate(
             policy,
-            state.alerts,
-            state.bed,
-            state.stay_id,
+            alerts,
+            task.bed,
+            task.stay_id,
             when,
             score.mortality or 0.0,
-            threshold=self.model.threshold,
+            threshold=scored.threshold,
             unreliable=unreliable,
         )
         return [
-            Outgoing(SCORES_TOPIC, state.bed.encode(), encode(score)),
+            Outgoing(SCORES_TOPIC, task.bed.encode(), encode(score)),
             *self._records(ALERTS_TOPIC, alerts),
         ]
 

@@ -1,8 +1,10 @@
 """``bedside bench engine``: throughput, latency, state and memory of the engine on Kafka.
 
 A ward of ``--beds`` beds sends 8 monitor numerics a second each (one ``icu.vitals.v1``
-message per bed and second). On one broker (Tansu, started for the run, unless
-``--bootstrap-servers``) the bench measures, in the same run:
+message per bed and second); bed b's stay starts at second b % 60, so its minutes, and
+the scores, are spread over the minute as admissions spread them. On one broker (Tansu,
+started for the run, unless ``--bootstrap-servers``) the bench measures, in the same
+run:
 
 1. **Raw read-and-decode rate**: ``--seconds`` of the ward are published to
    ``icu.vitals.v1`` (``--partitions`` partitions), then read back with a librdkafka
@@ -10,7 +12,10 @@ message per bed and second). On one broker (Tansu, started for the run, unless
    process can, three times: the best is the ceiling for any consumer of the topic.
 2. **Engine throughput**: ``bedside engine`` (1, then 2 processes: ``--processes``)
    reads the same topic from the start; its Prometheus counters give the rate from its
-   first to its last processed record (start-up excluded). Reported as records/s and
+   first to its last processed record (start-up excluded). Every bed-minute past its
+   lateness is scored on the way (from the second minute of a bed's stay: the default
+   ``--seconds`` 300 score four of five minutes), so this is the rate the engine
+   sustains doing all its work. Reported as records/s and
    as a share of (1). Peak memory (VmHWM) of each process is read from ``/proc``.
 3. **Real time**: the ward is published live (each bed's clock starting at a different
    second, as admissions do; a record's time is the moment it is sent) for
@@ -22,7 +27,8 @@ message per bed and second). On one broker (Tansu, started for the run, unless
    computation) gives bucket bounds, and its CPU share is read from ``/proc``.
 4. **Per-bed state**: pickled size of a bed's engine state after an hour of data.
 5. **Where a record's time goes**: CPU µs a record, in process on the same ward, for
-   decoding, the bed's step, the detectors within it and Bytewax's steps.
+   decoding, the bed's step, the detectors within it, scoring and alerts, and Bytewax's
+   steps.
 
 Without ``--model`` a small TSFEL + logistic-regression model is trained on simulated
 stays first (seconds).
@@ -79,6 +85,12 @@ def ward_second(rng: np.random.Generator, beds: int, second: int, start: datetim
         )
         for bed in range(beds)
     ]
+
+
+def admitted(payloads: list[bytes], second: int) -> list[bytes]:
+    """The records of a ward's second from the beds already admitted: bed b's stay starts
+    at second b % 60, so the beds' minutes (and scores) are spread as admissions are."""
+    return [p for b, p in enumerate(payloads) if second >= b % 60]
 
 
 def _producer(servers: str) -> Any:
@@ -249,6 +261,7 @@ def engine_throughput(servers: str, model: Path, expected: int, processes: int) 
                 done_t = time.perf_counter()
                 break
         memory = [_proc(e.pid, "VmHWM") for e in engines]
+        scores = sum(_metric(p, "bedside_engine_scores_total") for p in ports)
     finally:
         for engine in engines:
             engine.send_signal(signal.SIGTERM)
@@ -262,6 +275,7 @@ def engine_throughput(servers: str, model: Path, expected: int, processes: int) 
     return {
         "processes": processes,
         "records_per_s": (expected - first_n) / max(done_t - first_t, 1e-9),
+        "scores": scores,
         "peak_memory_mib": memory,
     }
 
@@ -296,10 +310,7 @@ def realtime(
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            payloads = ward_second(rng, beds, second, start)
-            # Bed b's stay starts at second b % 60, so minutes are spread as admissions are.
-            live = [p for b, p in enumerate(payloads) if second >= b % 60]
-            _send(producer, live)
+            _send(producer, admitted(ward_second(rng, beds, second, start), second))
             lag = max(lag, time.perf_counter() - (wall_start + second) - 1.0)
             second += 1
         producer.flush(30)
@@ -387,7 +398,7 @@ def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, floa
     minus off), and Bytewax's steps with the rest (the flow minus the other two)."""
     from bedside.engine.bed import Engine
     from bedside.engine.flow import ShardBatch, decode_batch, run_records, settle_memory
-    from bedside.engine.intake import Incoming, accept
+    from bedside.engine.intake import Incoming, Outgoing, accept
     from bedside.engine.settings import EngineSettings
 
     rng = np.random.default_rng(seed)
@@ -395,7 +406,9 @@ def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, floa
     records = [
         Incoming(VITALS_TOPIC, payload, payload[8:17], 0, n, (1, 1_900_000_000_000))
         for n, payload in enumerate(
-            p for second in range(seconds) for p in ward_second(rng, beds, second, start)
+            p
+            for second in range(seconds)
+            for p in admitted(ward_second(rng, beds, second, start), second)
         )
     ]
 
@@ -415,21 +428,34 @@ def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, floa
     thresholds = gc.get_threshold()
     settle_memory()
     decode_us = cpu_us(decode_all)
-    batches = [
-        batch
+    reads = [  # the shards' parts of each batch read
+        [b for b in decode_batch(records[first : first + BATCH_SIZE]) if isinstance(b, ShardBatch)]
         for first in range(0, len(records), BATCH_SIZE)
-        for batch in decode_batch(records[first : first + BATCH_SIZE])
-        if isinstance(batch, ShardBatch)
     ]
     gc.freeze()
 
-    def beds_step(settings: EngineSettings) -> float:
+    def beds_step(settings: EngineSettings) -> tuple[float, float]:
+        """CPU µs a record of the beds' step, and of scoring and alerts (in process)."""
         engine = Engine(settings)
-        shards = {shard: engine.new_shard() for shard in {b.shard for b in batches}}
-        return cpu_us(lambda: [engine.process(shards[b.shard], b.items) for b in batches])
+        shards = {b.shard: engine.new_shard() for read in reads for b in read}
+        beds = scoring = 0.0
+        for read in reads:  # as the flow's three steps take a batch read
+            began = time.process_time()
+            steps = [(b.shard, engine.beds(shards[b.shard], b.items)) for b in read]
+            stepped = time.process_time()
+            tasks = [(key, s) for key, done in steps for s in done if type(s) is not Outgoing]
+            scored = engine.score([task for _, task in tasks])
+            by_shard: dict[str, list[Any]] = {}
+            for (key, _), item in zip(tasks, scored, strict=True):
+                by_shard.setdefault(key, []).append(item)
+            for key, items in by_shard.items():
+                engine.alert(shards[key].alerts, items)
+            beds += stepped - began
+            scoring += time.process_time() - stepped
+        return beds * 1e6 / len(records), scoring * 1e6 / len(records)
 
-    bed_us = beds_step(settings)
-    detectors_us = bed_us - beds_step(settings.model_copy(update={"detect": False}))
+    bed_us, scoring_us = beds_step(settings)
+    detectors_us = bed_us - beds_step(settings.model_copy(update={"detect": False}))[0]
     flow_us = cpu_us(lambda: run_records(Engine(settings), records))
     gc.unfreeze()
     gc.set_threshold(*thresholds)
@@ -438,7 +464,8 @@ def breakdown(model: Path, beds: int, seconds: int, seed: int) -> dict[str, floa
         "decode_us": decode_us,
         "bed_step_us": bed_us,
         "detectors_us": detectors_us,
-        "bytewax_us": flow_us - decode_us - bed_us,
+        "scoring_us": scoring_us,
+        "bytewax_us": flow_us - decode_us - bed_us - scoring_us,
         "in_process_us": flow_us,
     }
 
@@ -483,14 +510,17 @@ def run(args: argparse.Namespace) -> int:
             servers = broker.bootstrap_servers
         try:
             create_topics(servers, args.partitions)
-            expected = args.beds * args.seconds
-            print(f"publishing {expected:,} records ({args.beds} beds x {args.seconds} s) ...")
+            print(f"publishing {args.beds} beds x {args.seconds} s ...")
             producer = _producer(servers)
             rng = np.random.default_rng(args.seed)
             start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=args.seconds)
+            expected = 0
             for second in range(args.seconds):
-                _send(producer, ward_second(rng, args.beds, second, start))
+                payloads = admitted(ward_second(rng, args.beds, second, start), second)
+                _send(producer, payloads)
+                expected += len(payloads)
             producer.flush(120)
+            print(f"published {expected:,} records")
             # The best of three reads: the ceiling, whatever the broker's first read costs.
             raws = [raw_read_and_decode(servers, expected, args.partitions) for _ in range(3)]
             raw = max(raws)
@@ -505,6 +535,7 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"engine, {count} process(es): {result['records_per_s']:,.0f} records/s "
                     f"({result['share_of_raw']:.1%} of raw; goal {GOAL_SHARE:.0%}), "
+                    f"{result['scores']:,.0f} scores, "
                     f"peak memory {', '.join(f'{m:.0f}' for m in result['peak_memory_mib'])} MiB"
                 )
                 runs.append(result)
@@ -551,6 +582,7 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"CPU a record, in process: decode {parts['decode_us']:.1f} µs, bed step "
                 f"{parts['bed_step_us']:.1f} µs (detectors {parts['detectors_us']:.1f} µs), "
+                f"scoring and alerts {parts['scoring_us']:.1f} µs, "
                 f"Bytewax and the rest {parts['bytewax_us']:.1f} µs{kafka}"
             )
         finally:

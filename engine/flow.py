@@ -2,8 +2,10 @@
 
 ::
 
-    in ──decode──┬── valid, by shard ──beds (stateful)──┐
-                 └── rejected ──dead-letter────────────────┴──out
+    in ──decode──┬── valid, by shard ──beds──┬── anomalies ─────────────────────────┐
+                 │                           └── minutes due ──score──alerts── scores,
+                 │                                                     alerts ────┤
+                 └── rejected ──dead-letter─────────────────────────────────────────┴──out
 
 * ``decode`` (:func:`decode_batch`, each record through
   :func:`bedside.engine.intake.accept`): schema validation; anything malformed goes to
@@ -11,14 +13,22 @@
   handed on grouped by shard of beds (:class:`ShardBatch`): Bytewax's steps then cost
   per shard and batch, not per record.
 * ``beds`` (:class:`ShardLogic`, keyed by shard so each bed's records stay in order on
-  one worker): duplicates, clocks, detectors, waveforms, rolling window, imputation and
-  survival model, alert policy (:mod:`bedside.engine.bed`).
-* ``out``: one record per anomaly, score, alert or dead letter, keyed by bed.
+  one worker): duplicates, clocks, detectors, waveforms, rolling window; each minute
+  due becomes a :class:`~bedside.engine.bed.ScoreTask` (the window as it stands).
+* ``score`` (stateless, :meth:`Engine.score <bedside.engine.bed.Engine.score>`): the
+  minutes due in a batch, all shards together, through imputation and the survival
+  model in one call: a model's cost is mostly per call, and beds' minutes fall at
+  different moments, so a shard rarely has more than one due in a batch.
+* ``alerts`` (:class:`AlertLogic`, keyed by shard): the score records and the alert
+  policy, with the acknowledgements and closed stays the beds' step hands on in order.
+* ``out``: one record per anomaly, score, alert or dead letter, keyed by bed; each bed's
+  records of a topic in order.
 
 The same flow runs on Kafka (:func:`kafka_flow`, ``bedside engine``) and in process
 (:func:`run_records`, for the demo and tests): only the source and the sink differ.
-The beds' states of each shard touched in an epoch are snapshotted (pickled by us, read
-back only from the engine's own recovery store) at its end when recovery is on.
+The beds' states and alerting memory of each shard touched in an epoch are snapshotted
+(pickled by us, read back only from the engine's own recovery store) at its end when
+recovery is on.
 """
 
 from __future__ import annotations
@@ -46,7 +56,8 @@ from bytewax.outputs import (
 )
 
 from bedside.engine import metrics
-from bedside.engine.bed import Engine, Shard
+from bedside.engine.alerts import AlertState
+from bedside.engine.bed import SHARD_LAYOUT, AlertTask, Engine, Scored, Shard, Step
 from bedside.engine.intake import (
     INPUT_TOPICS,
     Accepted,
@@ -99,7 +110,7 @@ def decode_batch(records: list[Any]) -> list[ShardBatch | Rejected]:
     return out
 
 
-class ShardLogic(StatefulBatchLogic[ShardBatch, Outgoing, bytes]):
+class ShardLogic(StatefulBatchLogic[ShardBatch, Step, bytes]):
     """Bytewax's handle on one shard: hands its records of a batch, each bed's in
     order, to the engine with the shard's state (:class:`~bedside.engine.bed.Shard`)."""
 
@@ -108,19 +119,19 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Outgoing, bytes]):
         self.snapshots = snapshots
         self.shard: Shard = engine.new_shard() if resume is None else _resumed(resume)
 
-    def on_batch(self, values: list[ShardBatch]) -> tuple[Iterable[Outgoing], bool]:
+    def on_batch(self, values: list[ShardBatch]) -> tuple[Iterable[Step], bool]:
         items = values[0].items if len(values) == 1 else [i for b in values for i in b.items]
-        return self.engine.process(self.shard, items), StatefulBatchLogic.RETAIN
+        return self.engine.beds(self.shard, items), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Outgoing], bool]:
-        out: list[Outgoing] = []
+    def on_eof(self) -> tuple[Iterable[Step], bool]:
+        out: list[Step] = []
         for state in self.shard.beds.values():
             out.extend(self.engine.finish(state))
         self.shard.holding.clear()
         return out, StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[Outgoing], bool]:
-        out: list[Outgoing] = []
+    def on_notify(self) -> tuple[Iterable[Step], bool]:
+        out: list[Step] = []
         now = time.time()
         holding = self.shard.holding
         for bed in list(holding):
@@ -149,16 +160,63 @@ class ShardLogic(StatefulBatchLogic[ShardBatch, Outgoing, bytes]):
         return pickle.dumps(self.shard, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+_EARLIER_STORE: Final = (
+    "the recovery folder was written by an earlier version of the engine, whose state "
+    "it cannot read: start this version with a new --recovery folder"
+)
+
+
+def _stored(resume: bytes) -> Any:
+    """A state the engine pickled into its own recovery store (never a message)."""
+    return pickle.loads(resume)
+
+
 def _resumed(resume: bytes) -> Shard:
     """A shard's state from the engine's own recovery store."""
-    shard = pickle.loads(resume)
-    if not isinstance(shard, Shard):
-        raise EngineError(
-            "the recovery folder was written by an earlier version of the engine, whose "
-            "state it cannot read: start this version with a new --recovery folder"
-        )
+    shard = _stored(resume)
+    if not isinstance(shard, Shard) or vars(shard).get("layout") != SHARD_LAYOUT:
+        raise EngineError(_EARLIER_STORE)
     shard.holding = {bed for bed, state in shard.beds.items() if state.held}
     return shard
+
+
+class AlertLogic(StatefulBatchLogic[Scored | AlertTask, Outgoing, bytes]):
+    """Bytewax's handle on one shard's alerts: publishes its scored minutes and runs
+    them, the acknowledgements and the closed stays through the alert policy, with the
+    alerting memory of the shard's beds."""
+
+    def __init__(self, engine: Engine, resume: bytes | None, snapshots: bool = True) -> None:
+        self.engine = engine
+        self.snapshots = snapshots
+        self.states: dict[str, AlertState] = {}
+        if resume is not None:
+            states = _stored(resume)
+            if not isinstance(states, dict):
+                raise EngineError(_EARLIER_STORE)
+            self.states = states
+
+    def on_batch(self, values: list[Scored | AlertTask]) -> tuple[Iterable[Outgoing], bool]:
+        return self.engine.alert(self.states, values), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        if not self.snapshots:
+            return b""
+        return pickle.dumps(self.states, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _scorer(engine: Engine) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+    """The scoring step: every minute due in a batch, all shards together, in one call
+    of the model (:meth:`Engine.score`); keyed by shard for the alerts' step."""
+
+    def score(pairs: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        done = engine.score([item for _, item in pairs])
+        return [(key, item) for (key, _), item in zip(pairs, done, strict=True)]
+
+    return score
+
+
+def _is_record(pair: tuple[str, Any]) -> bool:
+    return type(pair[1]) is Outgoing
 
 
 def _shard_key(batch: ShardBatch) -> str:
@@ -195,9 +253,17 @@ def build_flow(
     decoded = op.flat_map_batch("decode", records, decode_batch)
     valid = op.branch("valid", decoded, _is_valid)
     keyed = op.key_on("by-shard", valid.trues, _shard_key)
-    scored = op.stateful_batch(
+    beds = op.stateful_batch(
         "beds", keyed, lambda resume: ShardLogic(engine, resume, snapshots=recovery)
     )
+    # The beds' records go out; the minutes due are scored across shards, then each
+    # shard's alerts run in order with its acknowledgements and closed stays.
+    split = op.branch("records", beds, _is_record)
+    tasks = op.flat_map_batch("score", split.falses, _scorer(engine))
+    alerted = op.stateful_batch(
+        "alerts", tasks, lambda resume: AlertLogic(engine, resume, snapshots=recovery)
+    )
+    scored = op.merge("published", split.trues, alerted)
     rejected = op.map("dead-letter", valid.falses, _rejected)
     if keyed_output:
         letters = op.key_on("by-topic", rejected, _topic_of)

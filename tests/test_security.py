@@ -432,10 +432,10 @@ def test_the_engine_logs_no_stay_or_value(
     metrics.log_totals()
 
     # The failure path: an error whose text quotes the patient's data.
-    def failing(state: Any, time_s: float, values: dict[str, float], *_: Any) -> list[Any]:
-        raise ValueError(f"cannot use {values} of stay {state.stay_id}")
+    def failing(state: Any, item: Any, *_: Any) -> Any:
+        raise ValueError(f"cannot use {item.message} of stay {item.message.stay_id}")
 
-    monkeypatch.setattr(engine, "_observe", failing)
+    monkeypatch.setattr(engine, "_one", failing)
     outputs = run_records(engine, patient_records())
     letters = [decode(o.topic, o.value) for o in outputs if o.topic == "icu.deadletter.v1"]
     assert any(STAY in letter.error for letter in letters)  # the dead letter keeps it

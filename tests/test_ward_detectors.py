@@ -448,3 +448,25 @@ def test_any_stream_is_flagged_as_each_bed_flags_it(
     found = ward.process(rows, values)
     for (bed, sample), got in zip(stream, found, strict=True):
         assert got == beds[bed].process(dict(sorted(sample.items())))
+
+
+def test_input_rows_hold_each_samples_values_in_their_columns() -> None:
+    ward = WardDetectors()
+    names = list(ward.columns)
+    rng = np.random.default_rng(3)
+    for _ in range(50):  # one source (the usual wave), several, unknown concepts, empty
+        layouts = [
+            [names[i] for i in rng.permutation(len(names))[: rng.integers(0, 9)]]
+            + (["not_a_concept"] if rng.random() < 0.2 else [])
+            for _ in range(int(rng.integers(1, 4)))
+        ]
+        samples = [
+            {c: float(rng.normal()) for c in layouts[int(rng.integers(0, len(layouts)))]}
+            for _ in range(int(rng.integers(0, 30)))
+        ]
+        expected = np.full((len(samples), len(names)), np.nan)
+        for row, sample in enumerate(samples):
+            for concept, value in sample.items():
+                if concept in ward.columns:
+                    expected[row, ward.columns[concept]] = value
+        np.testing.assert_array_equal(ward.rows(samples), expected)

@@ -408,6 +408,8 @@ class WardDetectors:
         values: list[float] = []
         columns: list[int] = []
         counts: list[int] = []
+        first: tuple[int, ...] | None = None
+        alike = True  # every sample has the concepts of the first, in its order
         for sample in samples:
             keys = tuple(sample)
             layout = layouts.get(keys)
@@ -415,11 +417,17 @@ class WardDetectors:
                 if len(layouts) >= _MAX_LAYOUTS:
                     layouts.clear()
                 layout = layouts[keys] = tuple(self.columns.get(key, -1) for key in keys)
+            if first is None:
+                first = layout
+            elif layout is not first:
+                alike = False
             columns.extend(layout)
             values.extend(sample.values())
             counts.append(len(layout))
         matrix = np.full((len(counts), len(self.columns)), np.nan)
-        if values:
+        if alike and first and min(first) >= 0:  # the usual wave: one source's samples
+            matrix[:, first] = np.array(values).reshape(len(counts), len(first))
+        elif values:
             cells = np.array(columns, np.int64)
             rows = np.repeat(np.arange(len(counts)), counts)
             known = cells >= 0

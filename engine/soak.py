@@ -233,7 +233,10 @@ def run(args: argparse.Namespace) -> int:
     records = np.array([s["records"] for s in samples])
     rss = np.array([s["rss_mib"] for s in samples])
     ward_hours = records / max(published, 1) * args.hours
-    half = ward_hours >= ward_hours.max() / 2 if len(samples) else np.array([], dtype=bool)
+    # Samples taken while records still came in: once the input is read, memory moves
+    # (final scores, the collector) at a constant ward hour, which is not growth per hour.
+    moving = np.r_[True, np.diff(records) > 0] if len(samples) else np.array([], dtype=bool)
+    half = moving & (ward_hours >= ward_hours.max() / 2) if len(samples) else moving
     slope = (
         float(np.polyfit(ward_hours[half], rss[half], 1)[0]) if half.sum() >= 3 else float("nan")
     )

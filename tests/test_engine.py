@@ -478,3 +478,25 @@ def test_the_engine_bench_breaks_a_record_cost_down(model_dir: Path) -> None:
     assert parts["detectors_us"] > 0 and parts["decode_us"] > 0 and parts["bed_step_us"] > 0
     assert parts["scoring_us"] > 0  # the first minutes, due at 65 s and after
     assert parts["in_process_us"] > parts["decode_us"]
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_the_shards_fall_evenly_on_the_workers(workers: int) -> None:
+    # Bytewax routes a key to a worker by its hash; every worker must hold as many shards
+    # (so as many beds), or the busiest one sets the pace of all.
+    import threading
+
+    import bytewax.operators as op
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, cluster_main
+
+    from bedside.engine.flow import SHARD_NAMES
+
+    flow = Dataflow("routes")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(list(SHARD_NAMES))), str)
+    owners = op.stateful_map("owner", keyed, lambda state, _: (state, threading.get_ident()))
+    found: list[tuple[str, int]] = []
+    op.output("out", owners, TestingSink(found))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)  # type: ignore[no-untyped-call]
+    assert len(SHARD_NAMES) == len(set(SHARD_NAMES)) == SHARDS == 64
+    assert sorted(Counter(owner for _, owner in found).values()) == [64 // workers] * workers

@@ -122,6 +122,28 @@ def test_marginal_gives_back_the_nearest_training_quantile() -> None:
     assert abs(np.mean(u) - 0.5) < 0.03
 
 
+def test_marginal_never_reaches_the_most_extreme_training_values() -> None:
+    training = np.arange(5000.0)
+    quantiles = Marginal.fit(training).quantiles
+    assert quantiles.min() == 10.0 and quantiles.max() == 4989.0  # 10 from either end
+    np.testing.assert_array_equal(
+        Marginal.fit(np.array([1.0, 5.0]), levels=4).quantiles, [1, 1, 5, 5]
+    )
+
+
+def test_a_value_held_through_a_stay_keeps_one_rank(cohort: dict[str, Any]) -> None:
+    stays: StaySet = cohort["train"]
+    held = stays.values.copy()
+    j = int(np.argmax(np.isfinite(held).sum(axis=(0, 1))))
+    lattice = Marginal.fit(held[:, :, j]).quantiles
+    held[:, :, j] = np.where(np.isfinite(held[:, :, j]), np.median(lattice), np.nan)
+    stays = StaySet(stays.grid, held, stays.statics, stays.death)
+    ranks = Encoding.fit(stays).ranks(stays, np.random.default_rng(0))[:, :, j]
+    spread = np.nanmax(ranks, axis=1) - np.nanmin(ranks, axis=1)
+    assert np.nanmax(spread) < 1e-9  # one rank per stay ...
+    assert np.nanstd(np.nanmean(ranks, axis=1)) > 0.1  # ... spread over the tie across stays
+
+
 def test_encoding_round_trips_through_json(cohort: dict[str, Any]) -> None:
     encoding = Encoding.fit(cohort["train"])
     again = Encoding.from_dict(json.loads(json.dumps(encoding.to_dict())))

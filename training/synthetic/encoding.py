@@ -6,10 +6,18 @@ Values are generated as *ranks*: a training value ``x`` of a variable becomes
 (:class:`Marginal`, ``LEVELS`` quantiles of its training values), and a generated rank
 ``u`` becomes the quantile it falls on. So every generated value is one of the
 variable's training quantiles: marginals match by construction once the ranks do, a
-lattice of charted values (GCS 3-15, FiO2 0.21-1.0) stays a lattice, and no value beyond
-the 0.2nd-99.8th percentile of the training data is ever written (an outlier is the
-part of a record most likely to identify a patient). Ties get a uniformly spread rank
-(the randomised probability integral transform), so ranks are continuous. The GAN
+lattice of charted values (GCS 3-15, FiO2 0.21-1.0) stays a lattice, and no value more
+extreme than the ``TAIL_VALUES``-th smallest or largest training value is ever written
+(an outlier is the part of a record most likely to identify a patient). The quantiles
+are many, and the clipping is that light, because a coarse or clipped set is itself a
+tell: gradient boosting on the level features of stays (mean, median, min, max, first,
+last) told real PhysioNet 2012 set-B stays from the same stays snapped to set A's
+quantiles with AUROC 0.94 for 256 quantiles, 0.58 for 1,024, 0.52 for 2,048, 0.73 for
+4,096 clipped at the 0.2nd-99.8th percentile and 0.50 for 4,096 clipped at the 10th
+value from either end. Ties get a uniformly spread rank (the randomised probability
+integral transform), so ranks are continuous; one stay's ties of a variable share their
+place in the tie (:meth:`Encoding.ranks`), so a value held through a stay (GCS 15, FiO2
+0.4) keeps one rank, as a continuous value would, instead of jumping about its tie. The GAN
 works on normal scores ``Phi^-1(u)``, the language model on ``BINS`` equal-width bins of
 ``u``.
 
@@ -34,7 +42,10 @@ from bedside.training.synthetic.data import NUMERIC_STATICS, StaySet
 from bedside.training.windows import Grid
 
 #: Quantiles kept per variable.
-LEVELS = 256
+LEVELS = 2048
+#: The quantiles are clipped to the training values this many places from either end
+#: (1 % of the values where that is fewer).
+TAIL_VALUES = 10
 #: Ranks are kept this far from 0 and 1 (their normal scores stay finite).
 EDGE = 1e-6
 
@@ -52,16 +63,26 @@ class Marginal:
         if seen.size == 0:
             raise ValueError("a marginal needs at least one value")
         probabilities = (np.arange(levels) + 0.5) / levels
-        return cls(np.quantile(seen, probabilities, method="inverted_cdf"))
+        quantiles = np.quantile(seen, probabilities, method="inverted_cdf")
+        ordered = np.sort(seen)
+        k = min(TAIL_VALUES, seen.size // 100)
+        return cls(np.clip(quantiles, ordered[k], ordered[-1 - k]))
 
-    def to_uniform(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Ranks in (0, 1) of values (NaN stays NaN); tied values get spread ranks."""
+    def to_uniform(
+        self,
+        values: np.ndarray,
+        rng: np.random.Generator,
+        draw: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Ranks in (0, 1) of values (NaN stays NaN); tied values get spread ranks, at
+        ``draw`` (uniform, broadcast to the values; default one draw per value) of the
+        way through their tie."""
         q = self.quantiles
         levels = q.size
         x = np.asarray(values, dtype=np.float64)
         low = np.searchsorted(q, x, side="left").astype(np.float64)
         high = np.searchsorted(q, x, side="right").astype(np.float64)
-        draw = rng.random(x.shape)
+        draw = rng.random(x.shape) if draw is None else np.broadcast_to(draw, x.shape)
         # Between two quantiles: the position interpolated between them, so the nearest
         # quantile is the one given back.
         below = np.clip(low.astype(np.int64) - 1, 0, levels - 1)
@@ -167,9 +188,13 @@ class Encoding:
     # --- values <-> ranks ----------------------------------------------------------------
 
     def ranks(self, stays: StaySet, rng: np.random.Generator) -> np.ndarray:
-        """(n, steps, variables) ranks of the window values; NaN where missing."""
+        """(n, steps, variables) ranks of the window values; NaN where missing. Tied
+        values of one variable in one stay share their place in the tie."""
         return np.stack(
-            [m.to_uniform(stays.values[:, :, j], rng) for j, m in enumerate(self.variables)],
+            [
+                m.to_uniform(stays.values[:, :, j], rng, rng.random((len(stays), 1)))
+                for j, m in enumerate(self.variables)
+            ],
             axis=-1,
         )
 

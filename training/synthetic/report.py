@@ -433,6 +433,7 @@ def data_card(
     from bedside import __version__
 
     training = dict(generator.training)
+    levels = generator.encoding.variables[0].quantiles.size
     return {
         "name": f"bedside synthetic ICU stays ({generator.kind})",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -471,8 +472,8 @@ def data_card(
         "limitations": [
             "values are generated on the hourly grid (one value per variable and hour); "
             "times within the hour are random",
-            "every value is one of the 256 training quantiles of its variable; nothing beyond "
-            "the 0.2nd-99.8th percentile of the training values is written",
+            f"every value is one of the {levels:,} training quantiles of its variable; nothing "
+            "more extreme than the quantiles at either end is written",
             "outcome times (hospital stay, survival) come from the generator; deaths after "
             "discharge are as frequent as the generator learnt",
             "no formal privacy guarantee (no differential privacy): the privacy section is an "

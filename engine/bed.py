@@ -314,13 +314,6 @@ class Engine:
 
         return Shard(detectors=WardDetectors(self.reference))
 
-    def bed(self, shard: Shard, bed: str) -> BedState:
-        """The state of ``bed`` in ``shard`` (a new bed's if it has none yet)."""
-        state = shard.beds.get(bed)
-        if state is None:
-            state = shard.beds[bed] = BedState(bed=bed, detectors=shard.detectors)
-        return state
-
     def process(self, shard: Shard, items: list[Accepted]) -> list[Outgoing]:
         """Everything a batch of a shard's records causes, in process: :meth:`beds`,
         then :meth:`score` and :meth:`alert` on what it hands on (what the dataflow's

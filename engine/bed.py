@@ -397,22 +397,8 @@ class Engine:
         lateness = self.settings.lateness_s
         for (state, item, time_s, values, done), found in zip(observing, findings, strict=True):
             try:
-                scored = state.last_scored_s
-                if (
-                    found
-                    or (found is None and state.slot >= 0)
-                    or state.window is None
-                    or (scored is not None and time_s < scored)
-                ):
-                    done.extend(self._observe(state, time_s, values, found))
-                elif values:  # _observe's usual case: judged, nothing flagged, not late
-                    seen = state.last_observed_s
-                    if seen is None or time_s > seen:
-                        state.last_observed_s = time_s
-                    state.pending.append((time_s, values))
-                if state.clock_s is None or time_s > state.clock_s:  # _advance
-                    state.clock_s = time_s
-                    state.trigger_sent_s = item.sent_s
+                done.extend(self._observe(state, time_s, values, found))
+                self._advance(state, time_s, item.sent_s)
             except Exception as error:
                 out.extend(done)
                 out.extend(self._failed(item, error))
@@ -765,7 +751,7 @@ class Engine:
             stay_id=state.stay_id,
             at_s=at_s,
             window=state.window.values(at_s),
-            statics=state.statics,  # replaced, never changed, when a stay's change
+            statics=state.statics,  # replaced when the stay changes, never changed in place
             imputed=1.0 - state.window.observed_fraction(at_s),
             staleness_s=max(0.0, at_s - min(seen, at_s)),
             sent_s=state.trigger_sent_s,

@@ -288,7 +288,7 @@ class RollingWindow:
 
     def step_of(self, time_s: float) -> int:
         """The step (from admission) a time falls in; negative before admission."""
-        return int(np.floor((time_s - self.anchor_s) / (self.grid.step_minutes * 60.0)))
+        return math.floor((time_s - self.anchor_s) / (self.grid.step_minutes * 60.0))
 
     def first_step(self, at_s: float) -> int:
         """The first step of the window scored at ``at_s``."""
@@ -299,34 +299,20 @@ class RollingWindow:
     def add(self, time_s: float, concept: str, value: float) -> bool:
         """Count one value; False (and nothing kept) when outside the grid or too old."""
         variable = self._index.get(concept)
-        step = self.step_of(time_s)
-        if variable is None or step < 0 or not np.isfinite(value):
+        if variable is None or not np.isfinite(value):
             return False
-        slot = step % self.grid.steps
-        held = self._held[slot]
-        if held > step:  # the ring already moved past this step
+        slot = self._slot(self.step_of(time_s))
+        if slot is None:
             return False
-        if held < step:
-            self._sums[slot] = 0.0
-            self._counts[slot] = 0
-            self._held[slot] = step
         self._sums[slot, variable] += value
         self._counts[slot, variable] += 1
         return True
 
     def add_values(self, time_s: float, values: dict[str, float]) -> int:
         """:meth:`add` for the values of one sample; how many were kept."""
-        step = self.step_of(time_s)
-        if step < 0:
+        slot = self._slot(self.step_of(time_s))
+        if slot is None:
             return 0
-        slot = step % self.grid.steps
-        held = self._held[slot]
-        if held > step:
-            return 0
-        if held < step:
-            self._sums[slot] = 0.0
-            self._counts[slot] = 0
-            self._held[slot] = step
         kept = 0
         sums, counts, index = self._sums[slot], self._counts[slot], self._index
         for concept, value in values.items():
@@ -343,25 +329,17 @@ class RollingWindow:
         engine adds a minute of samples per score), then added to the step's sums: the
         same sums but for the last bits, which the window's float32 values do not keep."""
         kept = 0
-        step_s = self.grid.step_minutes * 60.0
-        index, steps = self._index, self.grid.steps
+        index = self._index
         start = 0
         while start < len(samples):
-            step = math.floor((samples[start][0] - self.anchor_s) / step_s)
+            step = self.step_of(samples[start][0])
             stop = start + 1
-            while stop < len(samples) and (
-                math.floor((samples[stop][0] - self.anchor_s) / step_s) == step
-            ):
+            while stop < len(samples) and self.step_of(samples[stop][0]) == step:
                 stop += 1
             run, start = samples[start:stop], stop
-            slot = step % steps
-            held = self._held[slot]
-            if step < 0 or held > step:  # before admission, or the ring moved past it
+            slot = self._slot(step)
+            if slot is None:
                 continue
-            if held < step:
-                self._sums[slot] = 0.0
-                self._counts[slot] = 0
-                self._held[slot] = step
             columns: list[int] = []
             values: list[float] = []
             last_keys: tuple[str, ...] = ()
@@ -380,6 +358,21 @@ class RollingWindow:
             self._counts[slot] += np.bincount(cells[keep], minlength=width).astype(np.int32)
             kept += int(keep.sum())
         return kept
+
+    def _slot(self, step: int) -> int | None:
+        """The ring slot of ``step``, emptied if it held an older step; None before
+        admission or once the ring moved past the step."""
+        if step < 0:
+            return None
+        slot = step % self.grid.steps
+        held = self._held[slot]
+        if held > step:
+            return None
+        if held < step:
+            self._sums[slot] = 0.0
+            self._counts[slot] = 0
+            self._held[slot] = step
+        return slot
 
     def _slots(self, at_s: float) -> tuple[np.ndarray, np.ndarray]:
         steps = np.arange(self.first_step(at_s), self.first_step(at_s) + self.grid.steps)

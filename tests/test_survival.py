@@ -6,6 +6,7 @@ so the whole file runs in well under a minute on two cores.
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import json
@@ -22,7 +23,7 @@ from bedside.cli import main
 from bedside.replay.simulator import simulate_cohort
 from bedside.training.survival.data import build_cohort
 from bedside.training.survival.features import FEATURES, window_features
-from bedside.training.survival.fit import BLENDS, FitOptions, fit_model
+from bedside.training.survival.fit import BLENDS, FitOptions, Workspace, fit_model, prepare
 from bedside.training.survival.importance import integrated_gradients, permutation_importance
 from bedside.training.survival.likelihood import (
     interval_targets,
@@ -385,6 +386,43 @@ def test_a_blend_trains_several_seeds_of_each_part_and_saves_every_net(
         scored.mortality, model.predict_windows(test.windows, test.stays).mortality
     )
     assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+
+
+def test_a_distilled_net_learns_from_a_teacher_that_never_saw_its_stays(
+    simulated: dict[str, pl.DataFrame],
+) -> None:
+    """``distil``: the teacher's risks for a member's training stays are cross-fitted
+    inside those stays, so the outcomes of the member's validation stays (the stays that
+    stop it early and calibrate the model) never reach its targets."""
+    work, _, _ = prepare(simulated["events"], simulated["train"], FitOptions())
+    n = len(work.cohort)
+    train_rows = np.arange(0, n, 2)
+    risk = work.teacher(train_rows, seed=5, max_seconds=60.0)
+    assert risk.shape == train_rows.shape
+    assert ((risk > 0) & (risk < 1)).all()
+    assert roc_auc_score(work.cohort.mortality[train_rows], risk) > 0.7
+    assert work.teacher(train_rows, seed=5, max_seconds=60.0) is risk  # shared by a blend
+
+    flipped = work.cohort.mortality.copy()
+    flipped[1::2] = 1 - flipped[1::2]
+    other = Workspace(
+        work.inputs, dataclasses.replace(work.cohort, mortality=flipped), work.intervals_h
+    )
+    np.testing.assert_array_equal(other.teacher(train_rows, seed=5, max_seconds=60.0), risk)
+
+
+def test_a_net_distilled_with_any_weight_still_learns(
+    simulated: dict[str, pl.DataFrame],
+) -> None:
+    params = {**TINY["lstm-tsfel"], "distil": 0.5}
+    options = FitOptions(arch="lstm-tsfel", params=params, max_minutes=1.0, seed=3, folds=2)
+    model, _ = fit_model(simulated["events"], simulated["train"], options)
+    assert model.info["training"]["params"]["distil"] == 0.5
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    assert (
+        roc_auc_score(test.mortality, model.predict_windows(test.windows, test.stays).mortality)
+        > 0.7
+    )
 
 
 # --- the commands ---------------------------------------------------------------------

@@ -23,7 +23,8 @@ Encoders:
   lead over the sequence nets; standardised, a net gets no more from them than
   logistic regression does, while the encoding lets one linear layer bend each
   feature's effect, as a tree's splits do (5-fold cross-validation on PhysioNet 2012
-  set A: AUROC 0.860 against lstm 0.845 and tsfel-gbm 0.863; see BENCHMARKS.md).
+  set A: AUROC 0.860 against lstm 0.845 and tsfel-gbm 0.863; distilled from tsfel-gbm,
+  its default since, 0.862; see BENCHMARKS.md).
 
 The :class:`SurvivalHead` is shared: the summary and the statics go through one
 hidden layer to the mortality logit and the interval hazards, so both tasks shape the

@@ -14,7 +14,10 @@ Loss = mortality log-loss + ``survival_weight`` x discrete-time survival likelih
 (:func:`bedside.training.survival.nets.survival_loss`). Class imbalance: deaths are
 weighted ``pos_weight`` times in the mortality log-loss (more gradient from the rare
 class); the log-odds the net learns are then shifted by ``log(pos_weight)``, which the
-exported model subtracts (:attr:`TrainConfig.logit_shift`). Seeds: ``torch`` and the
+exported model subtracts (:attr:`TrainConfig.logit_shift`). Distillation: with
+``distil`` = w > 0, a training stay's mortality target is (1 - w) x its outcome + w x a
+teacher's risk for it (the validation stays keep their outcomes), so the net also learns
+what the teacher read from stays like it. Seeds: ``torch`` and the
 batch order are seeded from ``seed``, so the same data, seed and thread count give the
 same net.
 """
@@ -48,6 +51,9 @@ class TrainConfig:
     patience: int = 8
     pos_weight: float = 1.0
     survival_weight: float = 0.5
+    #: Weight of the teacher's risk in the mortality target of the training stays
+    #: (knowledge distillation; 0: the outcome alone). See ``fit.Workspace.teacher``.
+    distil: float = 0.0
     max_seconds: float = 600.0
     seed: int = 2026
 
@@ -59,9 +65,14 @@ class TrainConfig:
 #: Training settings of an architecture that differ from :class:`TrainConfig`'s.
 #: ``lstm-tsfel``: with one learning rate the LSTM overfits (validation AUROC at its
 #: best after 1-5 epochs) before the head has learnt the encoded TSFEL features, so
-#: the head learns 3 times faster than the LSTM.
+#: the head learns 3 times faster than the LSTM. It is distilled from tsfel-gbm
+#: (``distil`` 1: its mortality target is the risk of a tsfel-gbm cross-fitted inside
+#: its training stays; its hazards still learn the outcomes): on PhysioNet 2012 set A
+#: one member per fold scored an out-of-fold AUROC of 0.860 (4 seeds, 0.859-0.861)
+#: against 0.851 undistilled (0.849-0.855), 0.850 at ``distil`` 0.5 and 0.856 at 0.8;
+#: in 5-fold cross-validation 0.862 against 0.860, AUPRC 0.517 against 0.503.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lstm-tsfel": {"learning_rate": 3e-3, "encoder_learning_rate": 1e-3},
+    "lstm-tsfel": {"learning_rate": 3e-3, "encoder_learning_rate": 1e-3, "distil": 1.0},
 }
 
 

@@ -36,6 +36,7 @@ from bedside.training.synthetic.gan.model import ConditionalGan
 from bedside.training.synthetic.generator import WEIGHTS_FILE, load_generator
 from bedside.training.synthetic.lm.model import TokenLanguageModel
 from bedside.training.synthetic.lm.tokens import (
+    PositionChain,
     StateTracker,
     decode,
     encode,
@@ -183,6 +184,36 @@ def test_tokens_round_trip_and_state_matches_the_incremental_one(
     torch.testing.assert_close(one_by_one, state_features(vocab, tokens))
 
 
+def test_position_chain_keeps_a_slowly_moving_value_near_its_place() -> None:
+    """Decoded with the chain, a value that stays in its bin moves inside it about as
+    little as in the stays the chain was counted on; drawn uniformly, it jumps about."""
+    rng = np.random.default_rng(4)
+    walk = 0.5 + np.cumsum(rng.normal(0, 0.004, (300, 48, 2)), axis=1)
+    ranks = np.clip(walk, 0.001, 0.999)
+    ranks[rng.random(ranks.shape) < 0.3] = np.nan  # missing hours
+    bins = 8
+    chain = PositionChain.fit(ranks, bins)
+    binned = np.where(np.isnan(ranks), -1, np.floor(ranks * bins)).astype(np.int64)
+    decoded = chain.ranks(binned, rng)
+    np.testing.assert_array_equal(np.isnan(decoded), np.isnan(ranks))
+    seen = ~np.isnan(ranks)
+    np.testing.assert_array_equal(np.floor(decoded[seen] * bins), binned[seen])
+
+    def move_in_bin(r: np.ndarray) -> float:
+        moves = []
+        for stay, v in np.ndindex(r.shape[0], r.shape[2]):
+            series = r[stay, :, v][~np.isnan(r[stay, :, v])]
+            same = np.floor(series[1:] * bins) == np.floor(series[:-1] * bins)
+            moves += list(np.abs(np.diff(series))[same])
+        return float(np.mean(moves))
+
+    uniform = np.where(binned >= 0, (binned + rng.random(binned.shape)) / bins, np.nan)
+    assert move_in_bin(decoded) < 2 * move_in_bin(ranks)
+    assert move_in_bin(uniform) > 3 * move_in_bin(decoded)
+    again = PositionChain.from_dict(json.loads(json.dumps(chain.to_dict())))
+    np.testing.assert_array_equal(again.counts, chain.counts)
+
+
 # --- generators -------------------------------------------------------------------------------
 
 
@@ -203,7 +234,8 @@ def test_generator_samples_valid_stays_and_reloads_without_pickle(
     assert stays.statics.filter(pl.col("survival_days").is_null())["age"].len() <= 3
 
     generator.save(tmp_path)
-    for name in ("generator.json", WEIGHTS_FILE, "training_curves.json", "training_curves.png"):
+    saved = ["generator.json", WEIGHTS_FILE, "training_curves.json", "training_curves.png"]
+    for name in saved + (["positions.json"] if kind == "lm" else []):
         assert (tmp_path / name).exists(), name
     torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
     curves = json.loads((tmp_path / "training_curves.json").read_text())

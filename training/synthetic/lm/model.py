@@ -13,7 +13,10 @@ first, so the rate has annealed when the clock stops training). ``validation_sha
 the stays are held out; the weights kept are those of the lowest validation loss,
 checked every ``evaluate_every`` steps. Sampling is constrained by the grammar
 (:class:`~bedside.training.synthetic.lm.tokens.Grammar`) at ``temperature`` 1, i.e.
-from the model's own distribution.
+from the model's own distribution. A value's place inside its sampled bin follows the
+place of the variable's previous value
+(:class:`~bedside.training.synthetic.lm.tokens.PositionChain`, counted on the training
+stays and saved in ``positions.json``), not a fresh uniform draw.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from bedside.training.synthetic.lm.tokens import (
     PAD,
     STATIC_BINS,
     Grammar,
+    PositionChain,
     StateTracker,
     Vocabulary,
     decode,
@@ -65,6 +69,7 @@ CACHE_BYTES = 512 * 2**20
 PACE_STEPS = 20
 #: Tokens a sampled sequence may have beyond the longest training sequence.
 LENGTH_MARGIN = 64
+POSITIONS_FILE = "positions.json"
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,8 @@ class TokenLanguageModel:
         self.encoding: Encoding | None = None
         self.network: TokenTransformer | None = None
         self.max_length = 0
+        #: Places inside the bins (:class:`PositionChain`); None: uniform (older models).
+        self.positions: PositionChain | None = None
         self.training: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
 
@@ -199,13 +206,15 @@ class TokenLanguageModel:
         rng = np.random.default_rng(seed)
         self.encoding = Encoding.fit(stays)
         vocab = self.vocabulary
+        ranks = self.encoding.ranks(stays, rng)
+        self.positions = PositionChain.fit(ranks, vocab.bins)
         sequences = encode(
             vocab,
             stays.death,
             self.encoding.icu_index(stays),
             self.encoding.sex_index(stays),
             self.encoding.static_ranks(stays, rng),
-            self.encoding.ranks(stays, rng),
+            ranks,
         )
         lengths = np.array([len(s) for s in sequences])
         self.max_length = int(lengths.max()) + LENGTH_MARGIN
@@ -377,7 +386,7 @@ class TokenLanguageModel:
         for first in range(0, len(death), batch):
             rows = slice(first, first + batch)
             sequences += self._sample_batch(death[rows], icu[rows], torch_rng)
-        ranks, static_ranks, sex = decode(self.vocabulary, sequences, rng)
+        ranks, static_ranks, sex = decode(self.vocabulary, sequences, rng, self.positions)
         return self.encoding.stay_set(ranks, static_ranks, sex, death, icu)
 
     # --- saving ------------------------------------------------------------------------
@@ -389,6 +398,8 @@ class TokenLanguageModel:
             directory, self.kind, asdict(self.config) | {"max_length": self.max_length}, self
         )
         torch.save(self.network.state_dict(), directory / WEIGHTS_FILE)
+        if self.positions is not None:
+            (directory / POSITIONS_FILE).write_text(json.dumps(self.positions.to_dict()) + "\n")
         save_curves(directory, self.history, "token language model")
 
     @classmethod
@@ -404,6 +415,10 @@ class TokenLanguageModel:
         state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
         network.load_state_dict(state)
         model.network = network.eval()
+        if (directory / POSITIONS_FILE).exists():
+            model.positions = PositionChain.from_dict(
+                json.loads((directory / POSITIONS_FILE).read_text())
+            )
         if (directory / CURVES_FILE).exists():
             model.history = json.loads((directory / CURVES_FILE).read_text())
         return model

@@ -21,9 +21,13 @@ search back through the sequence, which a small model trained for minutes would 
 learn well (on PhysioNet 2012, 5 minutes of training without it left the
 autocorrelation of the sampled values near 0).
 
-Decoding draws a rank uniformly inside the bin and maps it to the variable's training
-quantile (:class:`~bedside.training.synthetic.encoding.Marginal`), so a bin stands for
-the training values it holds in their training proportions.
+Decoding draws a rank inside the bin and maps it to the variable's training quantile
+(:class:`~bedside.training.synthetic.encoding.Marginal`): uniformly, so that a bin
+stands for the training values it holds in their training proportions, or, with a
+:class:`PositionChain`, near where the variable's previous value lay in its bin, as in
+the training stays (real PhysioNet 2012 set-B stays told from the same stays binned
+and decoded, by gradient boosting on their features: AUROC 0.725 uniformly, 0.672
+with the chain).
 
 :class:`Grammar` gives, for each sequence being sampled, the tokens allowed next: the
 statics in order, then hours in order, cells of a step in increasing variable order,
@@ -230,12 +234,108 @@ class StateTracker:
         return _state(self.vocab, self.rank, mean, self.last_hour, hour)
 
 
+@dataclass(frozen=True)
+class PositionChain:
+    """Where a value lies inside its bin, given where the variable's last value lay in
+    its own: a Markov chain over ``parts`` equal slices of a bin, one per variable and
+    bin step (the bin moved by -2 or less, -1, 0, +1, +2 or more), counted on the
+    training stays.
+
+    Drawn uniformly instead, a stay's values jitter inside their bins from hour to
+    hour (a heart rate held at 80 comes back anywhere in the bin's 64 quantiles), the
+    strongest tell of the sampled stays. In the training stays a value held in its bin
+    stays near its place (:meth:`fit` counts how near), and one that crosses into the
+    next bin lands near the edge it crossed.
+
+    >>> ranks = np.array([[[0.51], [0.52], [0.53]]])  # one stay, three hours, one variable
+    >>> chain = PositionChain.fit(ranks, bins=2, parts=4)
+    >>> chain.counts[0, 2].tolist()  # same bin: from slice 0 to slice 0, twice
+    [[2, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    """
+
+    counts: np.ndarray  # (variables, 5 bin steps, parts, parts) int64
+    bins: int
+
+    @property
+    def parts(self) -> int:
+        return int(self.counts.shape[-1])
+
+    @staticmethod
+    def _step(delta: np.ndarray) -> np.ndarray:
+        return np.clip(delta, -2, 2) + 2
+
+    @classmethod
+    def fit(cls, ranks: np.ndarray, bins: int, parts: int = 16) -> PositionChain:
+        """Count the moves between consecutive observed values of each variable."""
+        variables = ranks.shape[-1]
+        counts = np.zeros((variables, 5, parts, parts), dtype=np.int64)
+        scaled = np.clip(ranks * bins, 0, bins - 1e-9)
+        for v in range(variables):
+            column = scaled[:, :, v]
+            seen = ~np.isnan(column)
+            # Each observed value and the stay's previous observed value of the variable.
+            stay, hour = np.nonzero(seen)
+            values = column[stay, hour]
+            follows = np.r_[False, stay[1:] == stay[:-1]]
+            prev, cur = values[:-1][follows[1:]], values[1:][follows[1:]]
+            step = cls._step(np.floor(cur) - np.floor(prev)).astype(np.int64)
+            part_prev = ((prev % 1) * parts).astype(np.int64)
+            part_cur = ((cur % 1) * parts).astype(np.int64)
+            np.add.at(counts[v], (step, part_prev, part_cur), 1)
+        return cls(counts, bins)
+
+    def ranks(self, bins: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Ranks (n, steps, variables) of bin indices (-1 = missing), each value's slice
+        drawn from the chain given the previous value's (the first uniformly), its
+        place inside the slice uniformly."""
+        n, steps, variables = bins.shape
+        parts = self.parts
+        # Add-one counts, so that a move never seen in training stays possible.
+        cdf = np.cumsum(self.counts + 1, axis=-1, dtype=np.float64)
+        cdf /= cdf[..., -1:]
+        ranks = np.full(bins.shape, np.nan)
+        last_bin = np.full((n, variables), -1, dtype=np.int64)
+        last_part = np.zeros((n, variables), dtype=np.int64)
+        columns = np.broadcast_to(np.arange(variables), (n, variables))
+        for hour in range(steps):
+            b = bins[:, hour]
+            seen = b >= 0
+            if not seen.any():
+                continue
+            step = self._step(b - last_bin)
+            rows = cdf[columns, step, last_part]  # (n, variables, parts)
+            drawn = (rows < rng.random((n, variables, 1))).sum(axis=-1)
+            part = np.where(
+                last_bin >= 0, np.minimum(drawn, parts - 1), rng.integers(0, parts, (n, variables))
+            )
+            rank = (b + (part + rng.random((n, variables))) / parts) / self.bins
+            ranks[:, hour] = np.where(seen, rank, np.nan)
+            last_bin = np.where(seen, b, last_bin)
+            last_part = np.where(seen, part, last_part)
+        return ranks
+
+    def to_dict(self) -> dict[str, object]:
+        return {"bins": self.bins, "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> PositionChain:
+        return cls(
+            np.asarray(data["counts"], dtype=np.int64),
+            int(data["bins"]),  # type: ignore[call-overload]
+        )
+
+
 def decode(
-    vocab: Vocabulary, sequences: list[np.ndarray], rng: np.random.Generator
+    vocab: Vocabulary,
+    sequences: list[np.ndarray],
+    rng: np.random.Generator,
+    chain: PositionChain | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ranks (n, steps, variables), static ranks (n, statics) and sex index of sampled
-    sequences (prefix and grammar as :class:`Grammar` enforces)."""
+    sequences (prefix and grammar as :class:`Grammar` enforces). A value's place inside
+    its bin is drawn from ``chain`` (:class:`PositionChain`), or uniformly without one."""
     n = len(sequences)
+    bins = np.full((n, vocab.steps, vocab.variables), -1, dtype=np.int64)
     ranks = np.full((n, vocab.steps, vocab.variables), np.nan)
     static_ranks = np.full((n, vocab.statics), np.nan)
     sex = np.zeros(n, dtype=np.int64)
@@ -250,7 +350,10 @@ def decode(
         cells = body >= vocab.first_cell
         offset = body[cells] - vocab.first_cell
         variable, b = offset // vocab.bins, offset % vocab.bins
+        bins[i, hour[cells], variable] = b
         ranks[i, hour[cells], variable] = (b + rng.random(b.size)) / vocab.bins
+    if chain is not None:
+        ranks = chain.ranks(bins, rng)
     return ranks, static_ranks, sex
 
 

@@ -336,7 +336,6 @@ def decode(
     its bin is drawn from ``chain`` (:class:`PositionChain`), or uniformly without one."""
     n = len(sequences)
     bins = np.full((n, vocab.steps, vocab.variables), -1, dtype=np.int64)
-    ranks = np.full((n, vocab.steps, vocab.variables), np.nan)
     static_ranks = np.full((n, vocab.statics), np.nan)
     sex = np.zeros(n, dtype=np.int64)
     for i, tokens in enumerate(sequences):
@@ -351,10 +350,10 @@ def decode(
         offset = body[cells] - vocab.first_cell
         variable, b = offset // vocab.bins, offset % vocab.bins
         bins[i, hour[cells], variable] = b
-        ranks[i, hour[cells], variable] = (b + rng.random(b.size)) / vocab.bins
     if chain is not None:
-        ranks = chain.ranks(bins, rng)
-    return ranks, static_ranks, sex
+        return chain.ranks(bins, rng), static_ranks, sex
+    uniform = (bins + rng.random(bins.shape)) / vocab.bins
+    return np.where(bins >= 0, uniform, np.nan), static_ranks, sex
 
 
 class Grammar:

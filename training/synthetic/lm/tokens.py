@@ -242,8 +242,8 @@ class PositionChain:
     training stays.
 
     Drawn uniformly instead, a stay's values jitter inside their bins from hour to
-    hour (a heart rate held at 80 comes back anywhere in the bin's 64 quantiles), the
-    strongest tell of the sampled stays. In the training stays a value held in its bin
+    hour (a heart rate held at 80 comes back anywhere in the bin's 64 quantiles), a
+    tell of its own (see the module's figures). In the training stays a value held in its bin
     stays near its place (:meth:`fit` counts how near), and one that crosses into the
     next bin lands near the edge it crossed.
 

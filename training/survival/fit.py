@@ -334,7 +334,6 @@ def fit_member(
 
         target = cohort.mortality.astype(np.float64)
         if config.distil > 0:
-            target = target.copy()
             risk = work.teacher(train_rows, seed, max_seconds / 2)
             target[train_rows] = (1 - config.distil) * target[train_rows] + config.distil * risk
 

@@ -184,6 +184,29 @@ def test_tokens_round_trip_and_state_matches_the_incremental_one(
     torch.testing.assert_close(one_by_one, state_features(vocab, tokens))
 
 
+def test_round_trip_keeps_the_stays_up_to_each_generators_resolution(
+    lm: TokenLanguageModel, gan: ConditionalGan, cohort: dict[str, Any]
+) -> None:
+    """Through a generator's representation and back (its encoding floor's input), a
+    stay keeps its outcome, ICU type, sex and missingness; its values keep their rank up
+    to the lm's bins, and almost exactly through the GAN's unbinned ranks."""
+    stays: StaySet = cohort["train"]
+    encoding = lm.encoding
+    assert encoding is not None
+    rng = np.random.default_rng(0)
+    ranks = encoding.ranks(stays, rng)
+    for generator, tolerance in ((lm, 1.0 / lm.vocabulary.bins), (gan, 0.01)):
+        back = generator.round_trip(stays, seed=3)
+        assert back.grid == stays.grid
+        np.testing.assert_array_equal(back.mask, stays.mask)
+        np.testing.assert_array_equal(back.death, stays.death)
+        for column in ("icu_type", "sex"):
+            assert back.statics[column].to_list() == stays.statics[column].to_list()
+        moved = np.abs(encoding.ranks(back, rng) - ranks)[stays.mask]
+        assert np.median(moved) < tolerance, generator.kind
+        assert not np.allclose(back.values[back.mask], stays.values[stays.mask])
+
+
 def test_position_chain_keeps_a_slowly_moving_value_near_its_place() -> None:
     """Decoded with the chain, a value that stays in its bin moves inside it about as
     little as in the stays the chain was counted on; drawn uniformly, it jumps about."""
@@ -324,7 +347,11 @@ def test_evaluation_report_has_every_part_in_range(
         max_minutes=1,
     )
     report = evaluate(
-        sets, options, lambda k: gan.sample(k, seed=7, death_share=1.0), progress=lambda _: None
+        sets,
+        options,
+        lambda k: gan.sample(k, seed=7, death_share=1.0),
+        progress=lambda _: None,
+        round_trip=lambda stays: gan.round_trip(stays, seed=7),
     )
     summary = report["fidelity"]["summary"]
     assert 0 <= summary["ks_mean"] <= summary["ks_max"] <= 1
@@ -333,6 +360,7 @@ def test_evaluation_report_has_every_part_in_range(
         report["discriminative"]["auroc"],
         report["discriminative"]["gradient_boosting"]["auroc"],
         report["discriminative"]["gru"]["auroc"],
+        report["discriminative"]["encoding_floor"]["auroc"],
         report["utility"]["trtr"]["auroc"],
         report["utility"]["tstr"]["auroc"],
         report["privacy"]["membership_inference"]["auroc"],
@@ -351,6 +379,7 @@ def test_evaluation_report_has_every_part_in_range(
     assert "_roc" not in text and "NaN" not in text
     write_html(tmp_path / "report.html", report, sets.test_set, sets.synthetic_set)
     page = (tmp_path / "report.html").read_text()
+    assert "Encoding floor" in page
     assert page.count("data:image/png;base64,") >= 8 and "http" not in page.replace(
         "https://", ""
     ).replace("http://", "")

@@ -95,9 +95,9 @@ FOLDS: dict[str, int] = {arch: 5 for arch in ARCHS} | {"lstm": 10}
 #: 0.8705 against 0.871, for twice the training time (554 s against 272 s).
 SEEDS: dict[str, int] = {"deep-ensemble": 1}
 SEED_STRIDE = 1000
-#: The teacher of nets trained with ``distil`` > 0 (:meth:`Workspace.teacher`), and
-#: its folds inside a member's training stays.
-TEACHER = "tsfel-gbm"
+#: The teachers of nets trained with ``distil`` > 0 (:meth:`Workspace.teacher`: the
+#: mean of their log-odds), and their folds inside a member's training stays.
+TEACHERS: tuple[str, ...] = ("tsfel-gbm",)
 TEACHER_FOLDS = 4
 THRESHOLD_RULE = "event1"
 #: Share of the time budget the search may use (the members train in the rest).
@@ -195,21 +195,23 @@ class Workspace:
         return self._cache[key]
 
     def teacher(self, train_rows: np.ndarray, seed: int, max_seconds: float) -> np.ndarray:
-        """Risk of death of each of ``train_rows`` by :data:`TEACHER`, cross-fitted inside
-        those rows (:data:`TEACHER_FOLDS` folds): a stay's risk comes from a model that did
-        not see it, nor any stay outside ``train_rows``. Cached per set of rows, so the
-        nets of one blend member share it."""
+        """Risk of death of each of ``train_rows`` by :data:`TEACHERS` (the mean of their
+        log-odds), cross-fitted inside those rows (:data:`TEACHER_FOLDS` folds): a stay's
+        risk comes from models that did not see it, nor any stay outside ``train_rows``.
+        Cached per set of rows, so the nets of one blend member share it."""
         key = f"teacher:{hash(train_rows.tobytes())}"
         if key not in self._cache:
             started = time.monotonic()
             logits = np.zeros(train_rows.size)
             inner = stratified_folds(self.cohort.mortality[train_rows], TEACHER_FOLDS, seed)
-            for j, (fit_rows, held_rows) in enumerate(inner):
-                share = max(max_seconds - (time.monotonic() - started), 0.0) / (len(inner) - j)
+            fits = [(i, arch) for i in range(len(inner)) for arch in TEACHERS]
+            for j, (i, arch) in enumerate(fits):
+                fit_rows, held_rows = inner[i]
+                share = max(max_seconds - (time.monotonic() - started), 0.0) / (len(fits) - j)
                 fitted = fit_member(
-                    TEACHER, {}, self, train_rows[fit_rows], train_rows[held_rows], seed + j, share
+                    arch, {}, self, train_rows[fit_rows], train_rows[held_rows], seed + i, share
                 )
-                logits[held_rows] = fitted.valid_mortality
+                logits[held_rows] += fitted.valid_mortality / len(TEACHERS)
             self._cache[key] = 1.0 / (1.0 + np.exp(-logits))
         return self._cache[key]
 
@@ -356,7 +358,7 @@ def fit_member(
             "best_epoch": best["epoch"],
             "stopped": history[-1].get("stop", "max epochs"),
             "teacher": (
-                {"arch": TEACHER, "folds": TEACHER_FOLDS, "weight": config.distil}
+                {"archs": list(TEACHERS), "folds": TEACHER_FOLDS, "weight": config.distil}
                 if config.distil > 0
                 else None
             ),

@@ -129,7 +129,12 @@ def evaluate(args: argparse.Namespace) -> int:
         assert generator is not None
         return generator.sample(k, seed=args.seed + 1, death_share=1.0)
 
-    report = evaluate(sets, options, more_deaths if generator else None)
+    report = evaluate(
+        sets,
+        options,
+        more_deaths if generator else None,
+        round_trip=(lambda s: generator.round_trip(s, seed=args.seed)) if generator else None,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(public(report), indent=2) + "\n")
     info = None
@@ -145,9 +150,11 @@ def evaluate(args: argparse.Namespace) -> int:
         shutil.copy(args.synthetic / CARD_JSON, args.out / CARD_JSON)
     goals = report["goals"]
     util = report["utility"]
+    floor = report["discriminative"].get("encoding_floor")
     print(
-        f"discriminative AUROC {goals['discriminative_auroc']['value']:.3f}, "
-        f"TSTR {util['tstr']['auroc']:.3f} vs TRTR {util['trtr']['auroc']:.3f}, "
+        f"discriminative AUROC {goals['discriminative_auroc']['value']:.3f}"
+        + (f" (encoding floor {floor['auroc']:.3f}), " if floor else ", ")
+        + f"TSTR {util['tstr']['auroc']:.3f} vs TRTR {util['trtr']['auroc']:.3f}, "
         f"membership inference AUROC {goals['membership_inference_auroc']['value']:.3f}; "
         + ", ".join(f"{k} {'met' if g['met'] else 'NOT met'}" for k, g in goals.items())
         + f"; report in {args.out}"

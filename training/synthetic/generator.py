@@ -56,6 +56,11 @@ class Generator(Protocol):
         conditions: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> StaySet: ...
 
+    def round_trip(self, stays: StaySet, *, seed: int) -> StaySet:
+        """``stays`` (on the generator's grid) through its encoding and decoding, without
+        its model: what a generator with a perfect model would sample for them."""
+        ...
+
     def save(self, directory: Path) -> None: ...
 
     @classmethod

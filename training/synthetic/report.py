@@ -221,6 +221,17 @@ def _goal_rows(goals: dict[str, Any]) -> str:
     )
 
 
+def _floor(floor: dict[str, Any] | None) -> str:
+    if floor is None:
+        return ""
+    return (
+        f"<p>Encoding floor: the same gradient boosting tells half of the real test stays "
+        f"from the other half passed through the generator's encoding and decoding, with no "
+        f"model, with AUROC {_num(floor['auroc'])}. A generator with a perfect model would "
+        f"still score this; what its samples score above it comes from the model.</p>"
+    )
+
+
 def write_html(
     path: Path,
     report: dict[str, Any],
@@ -317,6 +328,7 @@ def write_html(
         f"<p>AUROC of a classifier telling real test stays from synthetic ones "
         f"({disc['n_each']} of each; 0.5 = indistinguishable): gradient boosting "
         f"{_num(disc['gradient_boosting']['auroc'])}, GRU {_num(disc['gru']['auroc'])}.</p>",
+        _floor(disc.get("encoding_floor")),
         _png(
             roc_figure(
                 [

@@ -295,6 +295,22 @@ class ConditionalGan:
         joined = {k: np.concatenate(v) for k, v in parts.items()}
         return self.encoding.stay_set(joined["ranks"], joined["static"], joined["sex"], death, icu)
 
+    def round_trip(self, stays: StaySet, *, seed: int) -> StaySet:
+        """``stays`` through the encoding's ranks and back (the GAN writes ranks as they
+        are, unbinned)."""
+        if self.encoding is None:
+            raise RuntimeError("fit or load the GAN first")
+        rng = np.random.default_rng(seed)
+        enc = self.encoding
+        stays = stays.on_grid(enc.grid)
+        return enc.stay_set(
+            enc.ranks(stays, rng),
+            enc.static_ranks(stays, rng),
+            enc.sex_index(stays),
+            stays.death,
+            enc.icu_index(stays),
+        )
+
     # --- saving ------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:

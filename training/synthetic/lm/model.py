@@ -389,6 +389,25 @@ class TokenLanguageModel:
         ranks, static_ranks, sex = decode(self.vocabulary, sequences, rng, self.positions)
         return self.encoding.stay_set(ranks, static_ranks, sex, death, icu)
 
+    def round_trip(self, stays: StaySet, *, seed: int) -> StaySet:
+        """``stays`` encoded to tokens and decoded back: binned ranks (values and
+        statics), places inside the bins from the chain."""
+        if self.encoding is None:
+            raise RuntimeError("fit or load the language model first")
+        rng = np.random.default_rng(seed)
+        stays = stays.on_grid(self.encoding.grid)
+        icu, sex = self.encoding.icu_index(stays), self.encoding.sex_index(stays)
+        sequences = encode(
+            self.vocabulary,
+            stays.death,
+            icu,
+            sex,
+            self.encoding.static_ranks(stays, rng),
+            self.encoding.ranks(stays, rng),
+        )
+        ranks, static_ranks, sex = decode(self.vocabulary, sequences, rng, self.positions)
+        return self.encoding.stay_set(ranks, static_ranks, sex, stays.death, icu)
+
     # --- saving ------------------------------------------------------------------------
 
     def save(self, directory: Path) -> None:

@@ -572,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth_train.add_argument(
         "--steps", type=int, default=1_000_000, help="at most this many training steps"
     )
+    synth_train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the generator (repeatable), e.g. --set bins=64; every setting "
+        "and its value is in the trained model's generator.json",
+    )
     synth_train.add_argument("--seed", type=int, default=2026)
     synth_train.add_argument("--out", type=Path, required=True, help="generator folder to write")
     synth_train.set_defaults(handler="bedside.training.synthetic.cli:train")

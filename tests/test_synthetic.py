@@ -101,7 +101,12 @@ def assert_same_stays(a: StaySet, b: StaySet) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["bedside.training.synthetic.encoding", "bedside.training.synthetic.lm.tokens"]
+    "name",
+    [
+        "bedside.training.synthetic.encoding",
+        "bedside.training.synthetic.generator",
+        "bedside.training.synthetic.lm.tokens",
+    ],
 )
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
@@ -205,6 +210,19 @@ def test_round_trip_keeps_the_stays_up_to_each_generators_resolution(
         moved = np.abs(encoding.ranks(back, rng) - ranks)[stays.mask]
         assert np.median(moved) < tolerance, generator.kind
         assert not np.allclose(back.values[back.mask], stays.values[stays.mask])
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("bins=many", "expected int, got 'many'"), ("depth=3", "KEY one of"), ("bins=-2", "negative")],
+)
+def test_synth_train_rejects_a_bad_setting_before_reading_the_data(
+    setting: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["synth", "train", "--data", str(tmp_path / "none"), "--set", setting]
+    assert main([*args, "--out", str(tmp_path / "lm")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "lm").exists()
 
 
 def test_position_chain_keeps_a_slowly_moving_value_near_its_place() -> None:
@@ -404,6 +422,8 @@ def test_synth_commands_write_model_samples_and_card(
                 "gan",
                 "--steps",
                 "1",
+                "--set",
+                "hidden=24",
                 "--out",
                 str(tmp_path / "gan"),
             ]
@@ -411,6 +431,7 @@ def test_synth_commands_write_model_samples_and_card(
         == 0
     )
     assert (tmp_path / "gan" / "training_curves.png").exists()
+    assert load_generator(tmp_path / "gan").config.hidden == 24  # type: ignore[attr-defined]
     lm.save(tmp_path / "lm")
     out = tmp_path / "samples"
     args = ["synth", "sample", "--model", str(tmp_path / "lm"), "--stays", "4", "--seed", "1"]

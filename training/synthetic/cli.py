@@ -42,15 +42,18 @@ def train(args: argparse.Namespace) -> int:
     from bedside.training.survival.data import fingerprint, read_folders
     from bedside.training.survival.fit import observed_grid
     from bedside.training.synthetic.data import stay_set
-    from bedside.training.synthetic.generator import generator_class
+    from bedside.training.synthetic.generator import generator_class, settings
     from bedside.training.windows import PHYSIONET_2012
 
+    overrides = settings(args.generator, args.set)
     events, stays = read_folders(args.data)
     data = stay_set(events, stays, PHYSIONET_2012)
     data = data.on_grid(observed_grid(data.values, PHYSIONET_2012))
-    generator = generator_class(args.generator)()
+    generator = generator_class(args.generator)(**overrides)
     print(
-        f"training the {args.generator} generator on {len(data)} stays "
+        f"training the {args.generator} generator"
+        + "".join(f" {k}={v}" for k, v in overrides.items())
+        + f" on {len(data)} stays "
         f"({int(data.death.sum())} deaths, {len(data.grid.concepts)} variables) for at most "
         f"{args.max_minutes:g} minutes and {args.steps} steps",
         flush=True,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -72,6 +74,40 @@ def generator_class(kind: str) -> Any:
         raise GeneratorError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
     module, _, name = GENERATORS[kind].partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def settings(kind: str, pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` settings of a generator's configuration (``bedside synth train
+    --set``), each typed as its default; an unknown key or a value of the wrong type is
+    a :class:`GeneratorError` that names the known keys.
+
+    >>> settings("lm", ["bins=64", "balance_outcomes=false"])
+    {'bins': 64, 'balance_outcomes': False}
+    """
+    defaults = asdict(generator_class(kind)().config)
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not equals or key not in defaults:
+            raise GeneratorError(
+                f"--set {pair!r}: expected KEY=VALUE, KEY one of {', '.join(defaults)}"
+            )
+        default, text = defaults[key], text.strip()
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1")
+            else:
+                out[key] = type(default)(text)
+        except ValueError:
+            raise GeneratorError(
+                f"--set {key}: expected {type(default).__name__}, got {text!r}"
+            ) from None
+        if isinstance(out[key], int | float) and not isinstance(out[key], bool) and out[key] < 0:
+            raise GeneratorError(f"--set {key}: {text} is negative")
+    return out
 
 
 def load_generator(directory: Path) -> Generator:

@@ -396,12 +396,12 @@ class TokenLanguageModel:
             raise RuntimeError("fit or load the language model first")
         rng = np.random.default_rng(seed)
         stays = stays.on_grid(self.encoding.grid)
-        icu, sex = self.encoding.icu_index(stays), self.encoding.sex_index(stays)
+        icu = self.encoding.icu_index(stays)
         sequences = encode(
             self.vocabulary,
             stays.death,
             icu,
-            sex,
+            self.encoding.sex_index(stays),
             self.encoding.static_ranks(stays, rng),
             self.encoding.ranks(stays, rng),
         )

@@ -299,7 +299,7 @@ def discriminative_score(
 
     rng = np.random.default_rng(options.seed)
     real, synthetic = _balanced(real, synthetic, rng)
-    y, score = _boosted_scores(real, synthetic, options)
+    y, score, folds = _boosted_scores(real, synthetic, options)
     gbm = float(roc_auc_score(y, score))
     gru = gru_discriminator(real, synthetic, options)
     return {
@@ -307,7 +307,7 @@ def discriminative_score(
         "gradient_boosting": {
             "auroc": gbm,
             "features": "TSFEL compact features of each variable, observation counts, statics",
-            "validation": f"{min(options.classifier_folds, len(real))}-fold out-of-fold",
+            "validation": f"{folds}-fold out-of-fold",
         },
         "gru": gru,
         "n_each": len(real),
@@ -318,9 +318,9 @@ def discriminative_score(
 
 def _boosted_scores(
     real: StaySet, synthetic: StaySet, options: EvaluationOptions
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (1 = synthetic) and out-of-fold scores of gradient boosting on the
-    stays' features, real ones as the reference of the standardisation."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Labels (1 = synthetic), out-of-fold scores of gradient boosting on the stays'
+    features (real ones the reference of the standardisation) and the folds used."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.model_selection import StratifiedKFold
 
@@ -340,7 +340,7 @@ def _boosted_scores(
             random_state=options.seed,
         )
         score[test] = model.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
-    return y, score
+    return y, score, folds
 
 
 def encoding_floor(
@@ -356,7 +356,7 @@ def encoding_floor(
     order = np.random.default_rng(options.seed).permutation(len(real))
     half = len(real) // 2
     kept, passed = real.take(np.sort(order[:half])), real.take(np.sort(order[half:]))
-    y, score = _boosted_scores(kept, round_trip(passed).on_grid(real.grid), options)
+    y, score, _ = _boosted_scores(kept, round_trip(passed).on_grid(real.grid), options)
     return {
         "auroc": float(roc_auc_score(y, score)),
         "n_each": [half, len(real) - half],

@@ -72,12 +72,14 @@ def stop(engine: subprocess.Popen[bytes], how: int = signal.SIGKILL) -> str:
 
 
 def settled(servers: str, expected: int, timeout_s: float = 90.0) -> list[Received]:
-    """The output records once at least ``expected`` scores are out and nothing moves."""
+    """The output records once at least ``expected`` distinct bed-minutes are scored and
+    nothing moves. Distinct: a restarted engine may repeat scores, and counting repeats
+    would stop the wait before the last minutes are out."""
     deadline = time.monotonic() + timeout_s
     seen = -1
     while True:
         records = consume(servers, OUTPUT_TOPICS, settle_s=0.5, timeout_s=3.0)
-        scores = sum(r.topic == SCORES_TOPIC for r in records)
+        scores = len(scored_minutes(records))
         if (scores >= expected and len(records) == seen) or time.monotonic() > deadline:
             return records
         seen = len(records)

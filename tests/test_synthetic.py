@@ -33,11 +33,12 @@ from bedside.training.synthetic.data import (
 from bedside.training.synthetic.encoding import Encoding, Marginal
 from bedside.training.synthetic.evaluate import EvaluationOptions, Sets, evaluate, public
 from bedside.training.synthetic.gan.model import ConditionalGan
-from bedside.training.synthetic.generator import WEIGHTS_FILE, load_generator
+from bedside.training.synthetic.generator import WEIGHTS_FILE, GeneratorError, load_generator
 from bedside.training.synthetic.lm.model import TokenLanguageModel
 from bedside.training.synthetic.lm.tokens import (
     PositionChain,
     StateTracker,
+    Vocabulary,
     decode,
     encode,
     hours,
@@ -189,6 +190,21 @@ def test_tokens_round_trip_and_state_matches_the_incremental_one(
     torch.testing.assert_close(one_by_one, state_features(vocab, tokens))
 
 
+def test_state_tells_how_far_a_variable_has_moved_so_far() -> None:
+    # One variable in 4 bins, seen in bin 1, bin 1 again (held), then bin 3 (two bins up):
+    # its mean move is unknown (-1) until its second value, then 0, then 1 bin (0.25).
+    vocab = Vocabulary(steps=3, variables=1, bins=4, statics=0, static_bins=2, sexes=2, icu_types=1)
+    body = [vocab.first_hour, vocab.cell(0, 1), vocab.first_hour + 1, vocab.cell(0, 1)]
+    body += [vocab.first_hour + 2, vocab.cell(0, 3)]
+    tokens = torch.tensor([[1, vocab.first_outcome, vocab.first_icu, vocab.first_sex, *body]])
+    move = state_features(vocab, tokens)[0, :, 4]
+    assert move.tolist() == [-1.0] * 7 + [0.0, 0.0, 0.25]
+    tracker = StateTracker(vocab, 1)
+    step = hours(vocab, tokens)
+    again = [float(tracker.update(tokens[:, i], step[:, i])[0, 4]) for i in range(10)]
+    assert again == move.tolist()
+
+
 def test_round_trip_keeps_the_stays_up_to_each_generators_resolution(
     lm: TokenLanguageModel, gan: ConditionalGan, cohort: dict[str, Any]
 ) -> None:
@@ -285,6 +301,14 @@ def test_generator_samples_valid_stays_and_reloads_without_pickle(
     assert again.kind == kind
     assert_same_stays(again.sample(5, seed=9, conditions=(death, icu)), stays)
     assert_same_stays(generator.sample(5, seed=9, conditions=(death, icu)), stays)
+
+    # Weights of other shapes (an earlier version's layers) are refused with a clear error.
+    weights = torch.load(tmp_path / WEIGHTS_FILE, weights_only=True)
+    first = next(iter(weights))
+    weights[first] = weights[first][..., :1]
+    torch.save(weights, tmp_path / WEIGHTS_FILE)
+    with pytest.raises(GeneratorError, match="train it again"):
+        load_generator(tmp_path)
 
 
 @pytest.mark.parametrize("kind", ["gan", "lm"])

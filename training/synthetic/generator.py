@@ -130,6 +130,21 @@ def write_config(directory: Path, kind: str, config: dict[str, Any], generator: 
     (directory / CONFIG_FILE).write_text(json.dumps(document, indent=1) + "\n")
 
 
+def load_weights(network: Any, directory: Path) -> None:
+    """Load ``directory``'s weights into ``network`` without unpickling; weights of other
+    shapes (an earlier version's layers) are refused with a clear error."""
+    import torch
+
+    state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise GeneratorError(
+            f"{directory}: its weights do not fit this version's generator (an earlier "
+            "bedside trained it); train it again with `bedside synth train`"
+        ) from error
+
+
 def read_config(directory: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((directory / CONFIG_FILE).read_text())
     return data

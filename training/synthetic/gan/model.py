@@ -45,6 +45,7 @@ from bedside.training.synthetic.generator import (
     CURVES_FILE,
     WEIGHTS_FILE,
     GeneratorError,
+    load_weights,
     read_config,
     save_curves,
     write_config,
@@ -327,8 +328,7 @@ class ConditionalGan:
         gan.encoding = Encoding.from_dict(data["encoding"])
         gan.training = data["training"]
         generator, _ = gan._networks(gan.encoding)
-        state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
-        generator.load_state_dict(state)
+        load_weights(generator, directory)
         gan.generator = generator.eval()
         if (directory / CURVES_FILE).exists():
             gan.history = json.loads((directory / CURVES_FILE).read_text())

@@ -40,6 +40,7 @@ from bedside.training.synthetic.generator import (
     CURVES_FILE,
     WEIGHTS_FILE,
     GeneratorError,
+    load_weights,
     read_config,
     save_curves,
     write_config,
@@ -431,8 +432,7 @@ class TokenLanguageModel:
         model.training = data["training"]
         model.max_length = max_length
         network = model._network()
-        state = torch.load(directory / WEIGHTS_FILE, weights_only=True, map_location="cpu")
-        network.load_state_dict(state)
+        load_weights(network, directory)
         model.network = network.eval()
         if (directory / POSITIONS_FILE).exists():
             model.positions = PositionChain.from_dict(

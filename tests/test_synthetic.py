@@ -38,7 +38,6 @@ from bedside.training.synthetic.lm.model import TokenLanguageModel
 from bedside.training.synthetic.lm.tokens import (
     PositionChain,
     StateTracker,
-    Vocabulary,
     decode,
     encode,
     hours,
@@ -188,21 +187,6 @@ def test_tokens_round_trip_and_state_matches_the_incremental_one(
         [tracker.update(tokens[:, i], step[:, i]) for i in range(tokens.shape[1])], dim=1
     )
     torch.testing.assert_close(one_by_one, state_features(vocab, tokens))
-
-
-def test_state_tells_how_far_a_variable_has_moved_so_far() -> None:
-    # One variable in 4 bins, seen in bin 1, bin 1 again (held), then bin 3 (two bins up):
-    # its mean move is unknown (-1) until its second value, then 0, then 1 bin (0.25).
-    vocab = Vocabulary(steps=3, variables=1, bins=4, statics=0, static_bins=2, sexes=2, icu_types=1)
-    body = [vocab.first_hour, vocab.cell(0, 1), vocab.first_hour + 1, vocab.cell(0, 1)]
-    body += [vocab.first_hour + 2, vocab.cell(0, 3)]
-    tokens = torch.tensor([[1, vocab.first_outcome, vocab.first_icu, vocab.first_sex, *body]])
-    move = state_features(vocab, tokens)[0, :, 4]
-    assert move.tolist() == [-1.0] * 7 + [0.0, 0.0, 0.25]
-    tracker = StateTracker(vocab, 1)
-    step = hours(vocab, tokens)
-    again = [float(tracker.update(tokens[:, i], step[:, i])[0, 4]) for i in range(10)]
-    assert again == move.tolist()
 
 
 def test_round_trip_keeps_the_stays_up_to_each_generators_resolution(

@@ -62,14 +62,10 @@ class BinHead(nn.Module):
     """The bin of a variable's value, once the model has chosen the variable.
 
     Predicted from the context, the variable's embedding and the variable's own state
-    (the bins of its last value and of its mean so far, or none, the steps since, and
-    the size of its moves so far, on a log scale of bins), through weights shared by all
-    variables: "a value near the last one" is one thing to learn, not one per variable.
+    (the bins of its last value and of its mean so far, or none, and the steps since),
+    through weights shared by all variables: "a value near the last one" is one thing to
+    learn, not one per variable.
     """
-
-    #: Classes of the mean move (:meth:`move_class`): none yet, then 0 (held), then
-    #: log2(1 + bins moved) in half steps.
-    MOVES = 16
 
     def __init__(self, width: int, variables: int, bins: int, hidden: int = 64) -> None:
         super().__init__()
@@ -79,24 +75,15 @@ class BinHead(nn.Module):
         self.last_bin = nn.Embedding(bins + 1, hidden)  # the last value's bin; bins = none
         self.mean_bin = nn.Embedding(bins + 1, hidden)  # the bin of the mean rank so far
         self.elapsed = nn.Linear(1, hidden)
-        self.move = nn.Embedding(self.MOVES, hidden)
         self.out = nn.Linear(hidden, bins)
-
-    def move_class(self, move: torch.Tensor) -> torch.Tensor:
-        """0 before a second value; 1 for a variable that moved less than half a bin on
-        average (held); then ``1 + floor(2 log2(1 + mean move in bins))``, at most
-        ``MOVES - 1``."""
-        steps = torch.log2(1 + move.clamp(min=0) * self.bins) * 2
-        moving = 1 + steps.floor().long().clamp(max=self.MOVES - 2)
-        return torch.where(move < 0, 0, torch.where(move * self.bins < 0.5, 1, moving))
 
     def forward(
         self, x: torch.Tensor, variable: torch.Tensor, states: torch.Tensor
     ) -> torch.Tensor:
         """(n, bins) logits for ``variable`` (n,), given the hidden ``x`` (n, width) and
-        the ``states`` (n, 5 x variables) of
+        the ``states`` (n, 4 x variables) of
         :func:`~bedside.training.synthetic.lm.tokens.state_features`."""
-        rank, mean, seen, elapsed, move = (
+        rank, mean, seen, elapsed = (
             states.gather(-1, (variable + k * self.variables)[:, None])[:, 0]
             for k in range(STATE_FEATURES)
         )
@@ -106,7 +93,7 @@ class BinHead(nn.Module):
 
         z = self.context(x) + self.embedding(variable) + self.last_bin(bin_of(rank))
         z = z + self.mean_bin(bin_of(mean))
-        z = z + self.elapsed(elapsed[:, None]) + self.move(self.move_class(move))
+        z = z + self.elapsed(elapsed[:, None])
         return self.out(functional.gelu(z))
 
 

@@ -15,8 +15,7 @@ One stay is one sequence::
 
 Beside its token, the model reads at every position the *state* of the stay so far
 (:func:`state_features`): for each variable, the rank of its last value, the mean rank
-of its values so far, whether it has been observed, the steps since it was, and the
-mean size of its moves so far (a value held for hours, or one that jumps).
+of its values so far, whether it has been observed, and the steps since it was.
 Carrying a value from one hour to the next, or knowing that a lab is due, then needs no
 search back through the sequence, which a small model trained for minutes would not
 learn well (on PhysioNet 2012, 5 minutes of training without it left the
@@ -176,7 +175,7 @@ def _cell_parts(vocab: Vocabulary, tokens: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 #: State features per variable (see :func:`state_features`).
-STATE_FEATURES = 5
+STATE_FEATURES = 4
 
 
 def _state(
@@ -185,26 +184,22 @@ def _state(
     mean: torch.Tensor,
     last_hour: torch.Tensor,
     hour: torch.Tensor,
-    move: torch.Tensor,
 ) -> torch.Tensor:
     seen = last_hour >= 0
     now = torch.where(hour >= vocab.steps, torch.zeros_like(hour), hour)[..., None]
     elapsed = torch.where(seen, now - last_hour, now + 1).float() / vocab.steps
     elapsed = torch.where((hour >= vocab.steps)[..., None], torch.zeros_like(elapsed), elapsed)
     return torch.cat(
-        [torch.where(seen, rank, 0.0), torch.where(seen, mean, 0.0), seen.float(), elapsed, move],
+        [torch.where(seen, rank, 0.0), torch.where(seen, mean, 0.0), seen.float(), elapsed],
         dim=-1,
     )
 
 
 def state_features(vocab: Vocabulary, tokens: torch.Tensor) -> torch.Tensor:
-    """(n, length, 5 x variables): after each token, for each variable, the rank of its last
+    """(n, length, 4 x variables): after each token, for each variable, the rank of its last
     value and the mean rank of its values so far (bin centres; 0 before any), whether it
-    has been observed, the steps since (since the window start before any; all 0 in
-    the prefix), divided by the steps, and the mean size of its moves so far (the
-    absolute change of rank between its consecutive values; -1 before its second value):
-    how much this stay's variable moves, so a value held for hours is held again and one
-    that jumps keeps jumping."""
+    has been observed, and the steps since (since the window start before any; all 0 in
+    the prefix), divided by the steps."""
     n, length = tokens.shape
     variable, rank = _cell_parts(vocab, tokens)
     hour = hours(vocab, tokens)
@@ -218,13 +213,7 @@ def state_features(vocab: Vocabulary, tokens: torch.Tensor) -> torch.Tensor:
     last_hour = torch.where(last >= 0, last_hour, -1)
     total = torch.where(hit, rank[..., None], 0.0).cumsum(dim=1)
     mean = total / hit.cumsum(dim=1).clamp(min=1)
-    # A move: a hit on a variable seen before, from its last rank before this token.
-    before = torch.nn.functional.pad(last_rank[:, :-1], (0, 0, 1, 0))
-    moved = hit & torch.nn.functional.pad(last[:, :-1] >= 0, (0, 0, 1, 0))
-    size = torch.where(moved, (rank[..., None] - before).abs(), 0.0).cumsum(dim=1)
-    moves = moved.cumsum(dim=1)
-    move = torch.where(moves > 0, size / moves.clamp(min=1), -1.0)
-    return _state(vocab, last_rank, mean, last_hour, hour, move)
+    return _state(vocab, last_rank, mean, last_hour, hour)
 
 
 class StateTracker:
@@ -236,25 +225,19 @@ class StateTracker:
         self.total = torch.zeros(n, vocab.variables)
         self.count = torch.zeros(n, vocab.variables)
         self.last_hour = torch.full((n, vocab.variables), -1, dtype=torch.long)
-        self.size = torch.zeros(n, vocab.variables)  # sum of the moves' sizes
-        self.moves = torch.zeros(n, vocab.variables)
 
     def update(self, token: torch.Tensor, hour: torch.Tensor) -> torch.Tensor:
         """State after appending ``token`` (n,) in step ``hour`` (n,; ``steps`` in the
-        prefix); returns (n, 5 x variables)."""
+        prefix); returns (n, 4 x variables)."""
         variable, rank = _cell_parts(self.vocab, token)
         rows = torch.nonzero(variable >= 0).flatten()
         cells = (rows, variable[rows])
-        moved = self.count[cells] > 0
-        self.size[cells] += torch.where(moved, (rank[rows] - self.rank[cells]).abs(), 0.0)
-        self.moves[cells] += moved.float()
         self.rank[cells] = rank[rows]
         self.total[cells] += rank[rows]
         self.count[cells] += 1
         self.last_hour[cells] = hour[rows]
         mean = self.total / self.count.clamp(min=1)
-        move = torch.where(self.moves > 0, self.size / self.moves.clamp(min=1), -1.0)
-        return _state(self.vocab, self.rank, mean, self.last_hour, hour, move)
+        return _state(self.vocab, self.rank, mean, self.last_hour, hour)
 
 
 @dataclass(frozen=True)

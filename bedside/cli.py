@@ -596,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth_sample.add_argument(
         "--canonical-only", action="store_true", help="skip the PhysioNet 2012 text files"
     )
+    synth_sample.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="lm only: outcome guidance, each token's logits pushed W times their distance "
+        "from those given the other outcome (default 0: the model's own distribution; 1 "
+        "trades fidelity for utility, see BENCHMARKS.md)",
+    )
     synth_sample.add_argument("--seed", type=int, default=2026)
     synth_sample.add_argument("--out", type=Path, required=True, help="output folder")
     synth_sample.set_defaults(handler="bedside.training.synthetic.cli:sample")
@@ -671,6 +679,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench_imputation.add_argument("--max-minutes", type=float, default=10.0)
     bench_imputation.add_argument("--json", type=Path, help="write the figures here")
     bench_imputation.set_defaults(handler="bedside.training.imputation.bench:run")
+
+    bench_members = bench_commands.add_parser(
+        "members",
+        help="survival nets, one member per fold: each part's and each blend's AUROC",
+    )
+    bench_members.add_argument(
+        "--data", type=Path, action="append", required=True, help="canonical data folder"
+    )
+    bench_members.add_argument(
+        "--part",
+        action="append",
+        required=True,
+        metavar="NAME=ARCH[,KEY=VALUE...]",
+        help="a net to train in every fold (repeatable), e.g. --part cl=cnn-lstm,distil=1",
+    )
+    bench_members.add_argument("--folds", type=int, default=5)
+    bench_members.add_argument("--seed", type=int, default=2026)
+    bench_members.add_argument(
+        "--max-minutes", type=float, default=10.0, help="budget of each member"
+    )
+    bench_members.add_argument("--json", type=Path, help="write the figures here")
+    bench_members.set_defaults(handler="bedside.training.survival.bench:run")
 
     bench_detectors = bench_commands.add_parser(
         "detectors", help="detector precision/recall on injected artefacts, state size, cost"

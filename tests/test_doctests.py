@@ -20,6 +20,7 @@ MODULES = [
     "bedside.engine.settings",
     "bedside.engine.alerts",
     "bedside.training.registry",
+    "bedside.training.survival.bench",
 ]
 
 

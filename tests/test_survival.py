@@ -475,3 +475,26 @@ def test_train_evaluate_predict_commands(folders: dict[str, Path], tmp_path: Pat
     assert scores.height == 120 and {"mortality", "alert", "risk_720h", "surv_24h"} <= set(
         scores.columns
     )
+
+
+def test_bench_members_scores_each_part_and_their_blend(
+    folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = ",".join(f"{k}={v}" for k, v in TINY["lstm"].items())
+    out = tmp_path / "members.json"
+    command = ["bench", "members", "--data", str(folders["train"]), "--folds", "2"]
+    parts = ["--part", "lr=tsfel-lr", "--part", f"net=lstm,{tiny},distil=0.5"]
+    assert main([*command, *parts, "--seed", "3", "--json", str(out)]) == 0
+    document = json.loads(out.read_text())
+    assert document["n"] == 240 and document["folds"] == 2
+    assert document["parts"]["net"] == {"arch": "lstm", "params": {**TINY["lstm"], "distil": 0.5}}
+    assert [len(document["per_fold"][name]) for name in ("lr", "net")] == [2, 2]
+    scored = {" + ".join(row["parts"]): row["auroc"] for row in document["blends"]}
+    assert set(scored) == {"lr", "net", "lr + net"}
+    assert all(auroc > 0.7 for auroc in scored.values())  # the simulated deaths are learnable
+    assert "lr + net" in capsys.readouterr().out
+
+    # A setting the architecture does not have is refused before any training.
+    assert main([*command, "--part", "net=lstm,depth=3"]) == 2
+    assert "'depth=3' is not KEY=VALUE" in capsys.readouterr().err
+    assert main([*command, "--part", "net=transformer"]) == 2

@@ -295,6 +295,27 @@ def test_generator_samples_valid_stays_and_reloads_without_pickle(
         load_generator(tmp_path)
 
 
+def test_outcome_guidance_samples_valid_stays_of_the_given_outcomes(
+    lm: TokenLanguageModel,
+) -> None:
+    guided = lm.with_guidance(1.5)
+    assert guided.network is lm.network and lm.config.guidance == 0.0
+    with pytest.raises(GeneratorError, match="expected 0 or more"):
+        lm.with_guidance(-1.0)
+    death = np.array([1, 0, 1, 0, 0, 1])
+    icu = np.array([0, 1, 2, 3, 0, 1])
+    stays = guided.sample(6, seed=4, conditions=(death, icu))
+    np.testing.assert_array_equal(stays.death, death)
+    assert stays.statics["icu_type"].to_list() == [lm.encoding.icu_types[i] for i in icu]
+    for j, marginal in enumerate(lm.encoding.variables):
+        assert set(stays.values[:, :, j][stays.mask[:, :, j]]) <= set(marginal.quantiles)
+    assert_same_stays(guided.sample(6, seed=4, conditions=(death, icu)), stays)
+    plain = lm.sample(6, seed=4, conditions=(death, icu))
+    assert not np.array_equal(plain.mask, stays.mask) or not np.allclose(
+        plain.values[plain.mask], stays.values[stays.mask]
+    )
+
+
 @pytest.mark.parametrize("kind", ["gan", "lm"])
 def test_same_seed_same_generator(kind: str, cohort: dict[str, Any]) -> None:
     def trained(seed: int) -> Any:
@@ -449,3 +470,13 @@ def test_synth_commands_write_model_samples_and_card(
     card = json.loads((out / "data_card.json").read_text())
     assert card["size"]["stays"] == 4 and card["generator"]["kind"] == "lm"
     assert card["source"]["stays"] == len(cohort["train"])
+    assert card["sampling"]["outcome_guidance"] == 0.0
+
+    # Outcome guidance is a sampling setting of the lm, kept in the data card.
+    guided = tmp_path / "guided"
+    assert main([*args, "--guidance", "1.5", "--out", str(guided)]) == 0
+    card = json.loads((guided / "data_card.json").read_text())
+    assert card["sampling"]["outcome_guidance"] == card["generator"]["config"]["guidance"] == 1.5
+    assert "- outcome_guidance: 1.5" in (guided / "data_card.md").read_text()
+    gan = ["synth", "sample", "--model", str(tmp_path / "gan"), "--guidance", "1"]
+    assert main([*gan, "--out", str(tmp_path / "no")]) == 2

@@ -78,10 +78,16 @@ def train(args: argparse.Namespace) -> int:
 def sample(args: argparse.Namespace) -> int:
     _set_threads()
     from bedside.training.synthetic.data import write_canonical, write_physionet2012
-    from bedside.training.synthetic.generator import load_generator
+    from bedside.training.synthetic.generator import GeneratorError, load_generator
     from bedside.training.synthetic.report import data_card, write_card
 
     generator = load_generator(args.model)
+    if args.guidance is not None:
+        if generator.kind != "lm":
+            raise GeneratorError(
+                f"--guidance: a setting of the lm generator, not the {generator.kind}"
+            )
+        generator = generator.with_guidance(args.guidance)
     n = args.stays if args.stays is not None else int(generator.training["n_stays"])
     stays = generator.sample(n, seed=args.seed, death_share=args.deaths_share)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +133,11 @@ def evaluate(args: argparse.Namespace) -> int:
         PHYSIONET_2012,
     )
     generator = load_generator(args.model) if args.model else None
+    if generator is not None and generator.kind == "lm":
+        # More deaths for the rebalancing, drawn as the synthetic stays were (data card).
+        card = args.synthetic / CARD_JSON
+        config = json.loads(card.read_text())["generator"]["config"] if card.exists() else {}
+        generator = generator.with_guidance(config.get("guidance", 0.0))
 
     def more_deaths(k: int) -> StaySet:
         assert generator is not None

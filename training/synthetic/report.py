@@ -470,6 +470,7 @@ def data_card(
             "seed": seed,
             "death_share": death_share if death_share is not None else "as in training",
             "conditions": "outcome (in-hospital death) and ICU type, drawn as in training",
+            "outcome_guidance": getattr(generator.config, "guidance", None),
         },
         "size": {
             "stays": len(stays),
@@ -512,6 +513,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{generator['training'].get('seconds')} s (stopped by "
         f"{generator['training'].get('stopped_by')}), seed {generator['training'].get('seed')}",
         f"- model folder: `{generator['model_folder']}`",
+        "",
+        "## Sampling",
+        *[f"- {key}: {value}" for key, value in card["sampling"].items() if value is not None],
         "",
         "## Size",
         f"- {size['stays']} stays, {size['deaths']} deaths, {size['values']} values",

@@ -13,8 +13,16 @@ first, so the rate has annealed when the clock stops training). ``validation_sha
 the stays are held out; the weights kept are those of the lowest validation loss,
 checked every ``evaluate_every`` steps. Sampling is constrained by the grammar
 (:class:`~bedside.training.synthetic.lm.tokens.Grammar`) at ``temperature`` 1, i.e.
-from the model's own distribution. A value's place inside its sampled bin follows the
-place of the variable's previous value
+from the model's own distribution, unless asked for *outcome guidance* ``W``
+(:meth:`TokenLanguageModel.with_guidance`, ``synth sample --guidance W``): each sequence
+is then run a second time with the other outcome given, and every choice is drawn from
+the logits ``l(y) + W (l(y) - l(not y))`` (classifier-free guidance with the other
+outcome as the negative condition, no retraining needed). The stays lean further
+towards what tells their outcome apart: synthetic deaths for rebalancing then cost a
+mortality model much less, but the stays are less like the real ones (on PhysioNet
+2012 at W = 1: AUROC on real stays after rebalancing to 30 % deaths 0.852 against
+0.830, mean KS 0.057 against 0.043; BENCHMARKS.md). A value's place inside its sampled
+bin follows the place of the variable's previous value
 (:class:`~bedside.training.synthetic.lm.tokens.PositionChain`, counted on the training
 stays and saved in ``positions.json``), not a fresh uniform draw.
 """
@@ -26,7 +34,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -91,6 +99,10 @@ class LmConfig:
     evaluate_every: int = 200
     log_every: int = 10
     temperature: float = 1.0
+    #: Outcome guidance at sampling: logits ``l(y) + guidance * (l(y) - l(not y))``, the
+    #: model run beside itself with the other outcome given (0: the model's own
+    #: distribution).
+    guidance: float = 0.0
     balance_outcomes: bool = True
 
 
@@ -322,32 +334,44 @@ class TokenLanguageModel:
         vocab = self.vocabulary
         grammar = Grammar(vocab)
         n = len(death)
+        guidance, temperature = self.config.guidance, self.config.temperature
+        # With guidance, rows n..2n are the same stays with the other outcome given.
+        copies = 2 if guidance else 1
+        outcomes = np.concatenate([death, 1 - death]) if guidance else death
+        rows = copies * n
         prompt = torch.stack(
             [
-                torch.full((n,), BOS),
-                torch.as_tensor(vocab.first_outcome + death),
-                torch.as_tensor(vocab.first_icu + icu),
+                torch.full((rows,), BOS),
+                torch.as_tensor(vocab.first_outcome + outcomes),
+                torch.as_tensor(vocab.first_icu + np.resize(icu, rows)),
             ],
             dim=1,
         )
-        cache = self.network.new_cache(n)
+        cache = self.network.new_cache(rows)
         tracker = StateTracker(vocab, n)
         state = state_features(vocab, prompt)
         x = self.network.step(prompt, hours(vocab, prompt), state, 0, cache)
         state = state[:, -1]
+
+        def guided(logits: torch.Tensor) -> torch.Tensor:
+            if not guidance:
+                return logits / temperature
+            given, other = logits.chunk(2)
+            return (given + guidance * (given - other)) / temperature
+
         hour = torch.full((n,), -1, dtype=torch.long)
         last_variable = torch.full((n,), -1, dtype=torch.long)
         done = torch.zeros(n, dtype=torch.bool)
-        written = [prompt]
-        temperature = self.config.temperature
+        written = [prompt[:n]]
         for position in range(prompt.shape[1], self.max_length):
             allowed = grammar.allowed(position, hour, last_variable, done)
-            logits = (self.network.choice(x) / temperature).masked_fill(~allowed, -math.inf)
+            logits = guided(self.network.choice(x)).masked_fill(~allowed, -math.inf)
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=rng)[:, 0]
             chose = token >= vocab.first_cell
             if bool(chose.any()):
                 variable = token[chose] - vocab.first_cell
-                bins = self.network.bins(x[chose], variable, state[chose]) / temperature
+                both = chose.repeat(copies)
+                bins = guided(self.network.bins(x[both], variable.repeat(copies), state[both]))
                 b = torch.multinomial(torch.softmax(bins, dim=-1), 1, generator=rng)[:, 0]
                 token[chose] = vocab.first_cell + variable * vocab.bins + b
             hour, last_variable, done = grammar.advance(token, hour, last_variable, done)
@@ -355,9 +379,13 @@ class TokenLanguageModel:
             if bool(done.all()) or position + 1 == self.max_length:
                 break
             token_hour = torch.where(hour < 0, torch.full_like(hour, vocab.steps), hour)
-            state = tracker.update(token, token_hour)
+            state = tracker.update(token, token_hour).repeat(copies, 1)
             x = self.network.step(
-                token[:, None], token_hour[:, None], state[:, None], position, cache
+                token.repeat(copies)[:, None],
+                token_hour.repeat(copies)[:, None],
+                state[:, None],
+                position,
+                cache,
             )
         tokens = torch.cat(written, dim=1).numpy()
         out = []
@@ -382,6 +410,7 @@ class TokenLanguageModel:
             raise GeneratorError("asked for no stays")
         torch_rng = torch.Generator().manual_seed(seed)
         per_sequence = 4 * 2 * self.config.layers * self.max_length * self.config.width
+        per_sequence *= 2 if self.config.guidance else 1  # beside the other outcome's
         batch = max(1, min(SAMPLE_BATCH, CACHE_BYTES // per_sequence))
         sequences: list[np.ndarray] = []
         for first in range(0, len(death), batch):
@@ -389,6 +418,15 @@ class TokenLanguageModel:
             sequences += self._sample_batch(death[rows], icu[rows], torch_rng)
         ranks, static_ranks, sex = decode(self.vocabulary, sequences, rng, self.positions)
         return self.encoding.stay_set(ranks, static_ranks, sex, death, icu)
+
+    def with_guidance(self, guidance: float) -> Self:
+        """This model sampling with outcome ``guidance`` (:class:`LmConfig`); a copy that
+        shares the weights."""
+        if not guidance >= 0:
+            raise GeneratorError(f"guidance {guidance}: expected 0 or more")
+        guided = copy.copy(self)
+        guided.config = replace(self.config, guidance=float(guidance))
+        return guided
 
     def round_trip(self, stays: StaySet, *, seed: int) -> StaySet:
         """``stays`` encoded to tokens and decoded back: binned ranks (values and

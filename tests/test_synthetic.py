@@ -43,7 +43,13 @@ from bedside.training.synthetic.lm.tokens import (
     hours,
     state_features,
 )
-from bedside.training.synthetic.report import add_evaluation, data_card, write_card, write_html
+from bedside.training.synthetic.report import (
+    add_evaluation,
+    data_card,
+    sampled_guidance,
+    write_card,
+    write_html,
+)
 from bedside.training.windows import PHYSIONET_2012
 
 torch.set_num_threads(1)
@@ -478,5 +484,11 @@ def test_synth_commands_write_model_samples_and_card(
     card = json.loads((guided / "data_card.json").read_text())
     assert card["sampling"]["outcome_guidance"] == card["generator"]["config"]["guidance"] == 1.5
     assert "- outcome_guidance: 1.5" in (guided / "data_card.md").read_text()
+    # synth evaluate draws its extra deaths as the stays were drawn.
+    assert (sampled_guidance(guided), sampled_guidance(out), sampled_guidance(tmp_path)) == (
+        1.5,
+        0.0,
+        0.0,
+    )
     gan = ["synth", "sample", "--model", str(tmp_path / "gan"), "--guidance", "1"]
     assert main([*gan, "--out", str(tmp_path / "no")]) == 2

@@ -116,7 +116,12 @@ def evaluate(args: argparse.Namespace) -> int:
     from bedside.training.synthetic.data import StaySet
     from bedside.training.synthetic.evaluate import EvaluationOptions, Sets, evaluate, public
     from bedside.training.synthetic.generator import CURVES_PLOT, load_generator
-    from bedside.training.synthetic.report import CARD_JSON, add_evaluation, write_html
+    from bedside.training.synthetic.report import (
+        CARD_JSON,
+        add_evaluation,
+        sampled_guidance,
+        write_html,
+    )
     from bedside.training.windows import PHYSIONET_2012
 
     shares = tuple(float(s) for s in args.rebalance.split(",") if s.strip())
@@ -135,9 +140,7 @@ def evaluate(args: argparse.Namespace) -> int:
     generator = load_generator(args.model) if args.model else None
     if generator is not None and generator.kind == "lm":
         # More deaths for the rebalancing, drawn as the synthetic stays were (data card).
-        card = args.synthetic / CARD_JSON
-        config = json.loads(card.read_text())["generator"]["config"] if card.exists() else {}
-        generator = generator.with_guidance(config.get("guidance", 0.0))
+        generator = generator.with_guidance(sampled_guidance(args.synthetic))
 
     def more_deaths(k: int) -> StaySet:
         assert generator is not None

@@ -555,6 +555,15 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sampled_guidance(folder: Path) -> float:
+    """The outcome guidance the stays of ``folder`` were sampled with, from their data
+    card (0 without one, or for a card written before the option existed)."""
+    card = folder / CARD_JSON
+    if not card.exists():
+        return 0.0
+    return float(json.loads(card.read_text()).get("sampling", {}).get("outcome_guidance") or 0.0)
+
+
 def write_card(folder: Path, card: dict[str, Any]) -> None:
     (folder / CARD_JSON).write_text(json.dumps(card, indent=2, default=str) + "\n")
     (folder / CARD_MD).write_text(card_markdown(card))

@@ -337,17 +337,16 @@ class TokenLanguageModel:
         guidance, temperature = self.config.guidance, self.config.temperature
         # With guidance, rows n..2n are the same stays with the other outcome given.
         copies = 2 if guidance else 1
-        outcomes = np.concatenate([death, 1 - death]) if guidance else death
-        rows = copies * n
+        outcomes = np.concatenate([death, 1 - death][:copies])
         prompt = torch.stack(
             [
-                torch.full((rows,), BOS),
+                torch.full((copies * n,), BOS),
                 torch.as_tensor(vocab.first_outcome + outcomes),
-                torch.as_tensor(vocab.first_icu + np.resize(icu, rows)),
+                torch.as_tensor(vocab.first_icu + np.tile(icu, copies)),
             ],
             dim=1,
         )
-        cache = self.network.new_cache(rows)
+        cache = self.network.new_cache(copies * n)
         tracker = StateTracker(vocab, n)
         state = state_features(vocab, prompt)
         x = self.network.step(prompt, hours(vocab, prompt), state, 0, cache)

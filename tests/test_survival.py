@@ -31,7 +31,7 @@ from bedside.training.survival.likelihood import (
     survival_curve,
 )
 from bedside.training.survival.model import SurvivalModel
-from bedside.training.survival.nets import survival_loss
+from bedside.training.survival.nets import SurvivalNet, survival_loss
 from bedside.training.survival.tabular import (
     LR_C_GRID,
     LR_DEFAULTS,
@@ -40,6 +40,7 @@ from bedside.training.survival.tabular import (
     _trees_logit,
     design_matrix,
 )
+from bedside.training.survival.train import Forecaster
 from bedside.training.windows import window
 
 torch.set_num_threads(2)
@@ -423,6 +424,68 @@ def test_a_net_distilled_with_any_weight_still_learns(
         roc_auc_score(test.mortality, model.predict_windows(test.windows, test.stays).mortality)
         > 0.7
     )
+
+
+@pytest.mark.parametrize("arch", ["lstm", "cnn", "cnn-lstm"])
+def test_the_forecast_target_is_hidden_from_the_state_that_forecasts_it(arch: str) -> None:
+    """The forecasting task reads the state after step t and the values at step t +
+    ``shift``: changing any input from that step on leaves the state unchanged, so
+    the task cannot be solved by copying an input (the convolutions are centred)."""
+    torch.manual_seed(0)
+    params = {"channels": 8, "blocks": 2, "hidden": 8, "head": 8}
+    net = SurvivalNet(arch, 3 * 4, 2, 3, **params).eval()
+    forecaster = Forecaster(net, variables=4, ahead=1)
+    sequence = torch.randn(2, 24, 12)
+    t = 10
+    later = sequence.clone()
+    later[:, t + forecaster.shift :] += torch.randn_like(later[:, t + forecaster.shift :])
+    with torch.no_grad():
+        states, changed = net.encoder.steps(sequence), net.encoder.steps(later)
+        torch.testing.assert_close(states[:, : t + 1], changed[:, : t + 1])
+        closer = sequence.clone()
+        closer[:, t + forecaster.shift - 1] += 1.0
+        assert not torch.allclose(states[:, t], net.encoder.steps(closer)[:, t])
+
+
+def test_the_forecast_loss_reads_observed_values_only() -> None:
+    torch.manual_seed(0)
+    net = SurvivalNet("lstm", 3 * 2, 1, 3, hidden=4, head=4)
+    forecaster = Forecaster(net, variables=2, ahead=1)
+    sequence = torch.randn(3, 6, 6)
+    sequence[..., 2:4] = (torch.rand(3, 6, 2) < 0.5).float()
+    states = net.encoder.steps(sequence)
+    loss = forecaster.loss(states, sequence)
+    unobserved = sequence.clone()
+    unobserved[..., :2] += 5.0 * (1 - sequence[..., 2:4])
+    torch.testing.assert_close(forecaster.loss(states, unobserved), loss)
+    predicted = forecaster.linear(states[:, :-1])
+    mask = sequence[:, 1:, 2:4]
+    expected = ((predicted - sequence[:, 1:, :2]) ** 2 * mask).sum() / mask.sum()
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("arch", ["lstm-tsfel", "cnn-lstm"])
+def test_a_net_pretrained_by_forecasting_learns_and_exports_as_before(
+    arch: str, simulated: dict[str, pl.DataFrame], tmp_path: Path
+) -> None:
+    """``pretrain_epochs`` and ``forecast_weight``: the encoder first learns to forecast
+    the next observed values (no outcome read), then keeps that task beside the
+    supervised one; the forecasting layer is not part of the saved net."""
+    params = {**TINY[arch], "pretrain_epochs": 4, "forecast_weight": 0.5}
+    options = FitOptions(arch=arch, params=params, max_minutes=1.0, seed=3, folds=2)
+    model, _ = fit_model(simulated["events"], simulated["train"], options)
+    member = model.info["training"]["members"][0]
+    pretraining = member["history"][0]["pretraining"]
+    assert pretraining["epochs"] == 4
+    assert pretraining["losses"][-1] < pretraining["losses"][0]
+    model.save(tmp_path)
+    loaded = SurvivalModel.load(tmp_path)
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    scored = loaded.predict_windows(test.windows, test.stays)
+    np.testing.assert_array_equal(
+        scored.mortality, model.predict_windows(test.windows, test.stays).mortality
+    )
+    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
 
 
 # --- the commands ---------------------------------------------------------------------

@@ -104,10 +104,19 @@ class LstmEncoder(nn.Module):
             dropout=dropout if layers > 1 else 0.0,
         )
         self.size = 3 * hidden
+        self.step_size = hidden
+        self.lookahead = 0
+
+    def steps(self, sequence: torch.Tensor) -> torch.Tensor:
+        """The state after each step, (batch, steps, hidden): causal."""
+        return self.lstm(sequence)[0]
+
+    def summarise(self, states: torch.Tensor) -> torch.Tensor:
+        """The last state (the top layer's last hidden state) next to the mean and max."""
+        return torch.cat([states[:, -1], _pool(states)], dim=-1)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        outputs, (last, _) = self.lstm(sequence)
-        return torch.cat([last[-1], _pool(outputs)], dim=-1)
+        return self.summarise(self.steps(sequence))
 
 
 class ConvBlock(nn.Module):
@@ -143,10 +152,18 @@ class CnnEncoder(nn.Module):
             )
         )
         self.size = 3 * channels
+        self.step_size = channels
+        #: Steps ahead each state sees (the convolutions are centred, not causal).
+        self.lookahead = (kernel - 1) * (2**blocks - 1)
+
+    def steps(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.blocks(sequence.transpose(1, 2)).transpose(1, 2)
+
+    def summarise(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.cat([states[:, -1], _pool(states)], dim=-1)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        outputs = self.blocks(sequence.transpose(1, 2)).transpose(1, 2)
-        return torch.cat([outputs[:, -1], _pool(outputs)], dim=-1)
+        return self.summarise(self.steps(sequence))
 
 
 class CnnLstmEncoder(nn.Module):
@@ -157,9 +174,18 @@ class CnnLstmEncoder(nn.Module):
         self.conv = ConvBlock(features, channels, kernel, 1, dropout)
         self.lstm = LstmEncoder(channels, hidden, 1, dropout)
         self.size = self.lstm.size
+        self.step_size = hidden
+        #: Steps ahead each state sees (the block's two centred convolutions).
+        self.lookahead = kernel - 1
+
+    def steps(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.lstm.steps(self.conv(sequence.transpose(1, 2)).transpose(1, 2))
+
+    def summarise(self, states: torch.Tensor) -> torch.Tensor:
+        return self.lstm.summarise(states)
 
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.lstm(self.conv(sequence.transpose(1, 2)).transpose(1, 2))
+        return self.summarise(self.steps(sequence))
 
 
 ENCODERS: dict[str, type[nn.Module]] = {
@@ -262,9 +288,16 @@ class SurvivalNet(nn.Module):
         )
 
     def forward(
-        self, sequence: torch.Tensor, statics: torch.Tensor, tsfel: torch.Tensor | None = None
+        self,
+        sequence: torch.Tensor,
+        statics: torch.Tensor,
+        tsfel: torch.Tensor | None = None,
+        with_states: bool = False,
     ) -> dict[str, torch.Tensor]:
-        summary = self.encoder(sequence)
+        """The outputs; with ``with_states`` also the encoder's per-step ``"states"``
+        (what the training loop's forecasting task reads)."""
+        states = self.encoder.steps(sequence)
+        summary = self.encoder.summarise(states)
         if self.summaries:
             summary = torch.cat([summary, observed_summaries(sequence)], dim=-1)
         summary = self.dropout(summary)
@@ -273,7 +306,10 @@ class SurvivalNet(nn.Module):
                 raise ValueError("this net reads TSFEL features: pass them encoded")
             # Not dropped out: dropping encoded features cost AUROC on set A.
             summary = torch.cat([summary, tsfel], dim=-1)
-        return self.head(summary, statics)
+        outputs = self.head(summary, statics)
+        if with_states:
+            outputs["states"] = states
+        return outputs
 
 
 def survival_loss(

@@ -347,6 +347,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.set_defaults(handler="bedside.training.survival.cli:evaluate")
 
+    compare = commands.add_parser(
+        "compare",
+        help="two survival models on the same stays: paired bootstrap of their difference",
+    )
+    compare.add_argument(
+        "--baseline", type=Path, required=True, help="model folder (e.g. the one served)"
+    )
+    compare.add_argument(
+        "--candidate", type=Path, required=True, help="model folder (e.g. a retrained one)"
+    )
+    compare.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="canonical data folder (repeatable)",
+    )
+    compare.add_argument("--bootstrap", type=int, default=1000, help="paired resamples")
+    compare.add_argument("--seed", type=int, default=2026)
+    compare.add_argument("--out", type=Path, help="JSON file to write the comparison to")
+    compare.set_defaults(handler="bedside.training.survival.cli:compare")
+
     predict = commands.add_parser("predict", help="score stays offline with an exported model")
     predict.add_argument("--model", type=Path, required=True)
     predict.add_argument("--data", type=Path, required=True, help="canonical data folder")

@@ -32,6 +32,7 @@ from bedside.training.evaluation.metrics import (
     choose_threshold,
     expected_calibration_error,
     hosmer_lemeshow,
+    paired_bootstrap,
     survival_at,
     survival_metrics,
 )
@@ -259,6 +260,51 @@ def test_bootstrap_intervals_hold_the_estimate_and_repeat_with_the_seed() -> Non
         assert low < high, name
     assert first["bootstrap"]["resamples"] == 200
     json.dumps(first, allow_nan=False)
+
+
+def test_paired_bootstrap_scores_both_models_on_the_same_resamples() -> None:
+    """The point differences are scikit-learn's; a model against itself differs by
+    exactly 0 on every resample; a clearly better candidate wins nearly every one."""
+    from sksurv.metrics import concordance_index_censored
+
+    y, good = logistic_cohort(2000, seed=3)
+    rng = np.random.default_rng(4)
+    weak = 1 / (1 + np.exp(-(np.log(good / (1 - good)) * 0.3 + rng.normal(0, 1.0, y.size))))
+    time_h = np.where(y == 1, rng.uniform(1, 400, y.size), rng.uniform(200, 720, y.size))
+    time_h[:40] = np.nan  # follow-up unknown: left out of the C-index only
+    result = paired_bootstrap(
+        y,
+        weak,
+        good,
+        (0.3, 0.3),
+        n_bootstrap=200,
+        seed=1,
+        time_h=time_h,
+        event=y,
+        survival_risks=(weak, good),
+    )
+    m = result["metrics"]
+    gain = roc_auc_score(y, good) - roc_auc_score(y, weak)
+    assert m["auroc"]["difference"] == pytest.approx(gain)
+    assert m["auprc"]["candidate"] == pytest.approx(average_precision_score(y, good))
+    assert m["brier"]["baseline"] == pytest.approx(brier_score_loss(y, weak))
+    known = np.isfinite(time_h)
+    expected = concordance_index_censored(y[known] == 1, time_h[known], good[known])[0]
+    assert m["c_index"]["candidate"] == pytest.approx(expected)
+    for name in ("auroc", "auprc", "brier", "c_index"):
+        low, high = m[name]["ci"]
+        assert low < m[name]["difference"] < high, name
+        assert m[name]["candidate_better"] > 0.97, name
+    assert m["brier"]["higher_is_better"] is False and m["brier"]["difference"] < 0
+    json.dumps(result, allow_nan=False)
+
+    same = paired_bootstrap(y, good, good, (0.3, 0.3), n_bootstrap=50, seed=1)
+    for name, row in same["metrics"].items():
+        assert row["difference"] == 0 and row["ci"] == [0.0, 0.0], name
+        assert row["candidate_better"] == 0.0, name
+    assert "c_index" not in same["metrics"]  # no follow-up given
+    with pytest.raises(PredictionError, match="time_h and event"):
+        paired_bootstrap(y, good, good, (0.3, 0.3), n_bootstrap=5, survival_risks=(good, good))
 
 
 # ------------------------------------------------------------- calibration

@@ -540,6 +540,45 @@ def test_train_evaluate_predict_commands(folders: dict[str, Path], tmp_path: Pat
     )
 
 
+def test_compare_command_pairs_two_models_on_the_same_stays(
+    models: dict[str, SurvivalModel],
+    simulated: dict[str, pl.DataFrame],
+    folders: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bedside compare``: each model's metrics on the test stays as ``evaluate``
+    computes them, and the paired difference with its interval."""
+    for arch in ("tsfel-lr", "lstm"):
+        models[arch].save(tmp_path / arch)
+    out = tmp_path / "comparison.json"
+    command = ["compare", "--data", str(folders["test"]), "--bootstrap", "50"]
+    baseline, candidate = str(tmp_path / "tsfel-lr"), str(tmp_path / "lstm")
+    assert (
+        main([*command, "--baseline", baseline, "--candidate", candidate, "--out", str(out)]) == 0
+    )
+    document = json.loads(out.read_text())
+    assert document["n"] == 120 and document["bootstrap"]["resamples"] == 50
+    assert document["models"]["candidate"]["arch"] == "lstm"
+    test = build_cohort(simulated["events"], simulated["test"], models["lstm"].grid)
+    scored = models["lstm"].predict_windows(test.windows, test.stays)
+    auroc = document["metrics"]["auroc"]
+    assert auroc["candidate"] == pytest.approx(roc_auc_score(test.mortality, scored.mortality))
+    assert auroc["ci"][0] <= auroc["difference"] <= auroc["ci"][1]
+    assert document["metrics"]["c_index"]["baseline"] is not None
+    assert document["c_index_horizon_h"] in models["lstm"].horizons_h
+    printed = capsys.readouterr().out
+    assert "candidate lstm against baseline tsfel-lr on 120 stays" in printed
+    assert "c_index" in printed
+
+    same = ["--baseline", baseline, "--candidate", baseline, "--out", str(out)]
+    assert main([*command, *same]) == 0
+    for name, row in json.loads(out.read_text())["metrics"].items():
+        assert row["difference"] == 0 and row["candidate_better"] == 0, name
+    missing = ["--baseline", baseline, "--candidate", str(tmp_path / "nowhere")]
+    assert main([*command, *missing]) == 2
+
+
 def test_bench_members_scores_each_part_and_their_blend(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

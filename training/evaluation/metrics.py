@@ -448,6 +448,8 @@ class _WeightedMetrics:
 
     def __init__(self, y: np.ndarray, risk: np.ndarray, threshold: float) -> None:
         order = np.argsort(risk, kind="stable")
+        #: Weights given in the stays' own order are ``weight[order]`` here.
+        self.order = order
         self.y = y[order]
         self.risk = risk[order]
         _, self.level = np.unique(self.risk, return_inverse=True)
@@ -528,6 +530,118 @@ def bootstrap_intervals(
             [float(q) for q in np.percentile(kept, [2.5, 97.5])] if kept.size else None
         )
     return intervals
+
+
+#: The metrics :func:`paired_bootstrap` compares, and whether higher is better.
+PAIRED: dict[str, bool] = {
+    "auroc": True,
+    "auprc": True,
+    "brier": False,
+    "ece": False,
+    "event1": True,
+    "c_index": True,
+}
+
+
+def paired_bootstrap(
+    y: Any,
+    baseline: Any,
+    candidate: Any,
+    thresholds: tuple[float, float],
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 2026,
+    time_h: Any = None,
+    event: Any = None,
+    survival_risks: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Two models' risks for the same stays, compared on the same resamples.
+
+    Each resample draws stays with replacement within deaths and within survivors (as
+    :func:`bootstrap_intervals`) and scores *both* models on it, so the difference
+    (candidate minus baseline) varies only with the stays drawn, not with two
+    independent draws: a paired test. ``event1`` is each model's at its own threshold.
+    With ``time_h``, ``event`` (NaN time: follow-up unknown, left out) and
+    ``survival_risks`` (each model's risk of death by its last horizon, ``1 - S``), the
+    same resamples also compare Harrell's C-index.
+
+    Returns ``{"n", "n_events", "bootstrap", "metrics": {name: {"baseline",
+    "candidate", "difference", "ci" (95 % percentile interval of the difference),
+    "candidate_better" (share of resamples where the candidate is better),
+    "higher_is_better"}}}``.
+    """
+    from sksurv.metrics import concordance_index_censored
+
+    y_arr, base = check_predictions(y, baseline)
+    _, cand = check_predictions(y, candidate)
+    models = [_WeightedMetrics(y_arr, r, t) for r, t in zip((base, cand), thresholds, strict=True)]
+    names = [k for k in PAIRED if k != "c_index"]
+    survival = None
+    if survival_risks is not None:
+        if time_h is None or event is None:
+            raise PredictionError("survival_risks need time_h and event")
+        time = np.asarray(time_h, dtype=float)
+        known = np.isfinite(time)
+        ev = np.asarray(event)[known].astype(bool)
+        if ev.any():
+            risks = [np.asarray(r, dtype=float)[known] for r in survival_risks]
+            survival = (known, ev, time[known], risks)
+            names.append("c_index")
+            position = np.cumsum(known) - 1  # a stay's row among the known ones
+
+    def c_index(rows: np.ndarray) -> list[float]:
+        assert survival is not None
+        known, ev, time, risks = survival
+        at = position[rows[known[rows]]]
+        return [float(concordance_index_censored(ev[at], time[at], r[at])[0]) for r in risks]
+
+    def scores(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        values = np.full((len(names), 2), np.nan)
+        replicates = [m(weight[m.order]) for m in models]
+        for i, name in enumerate(names):
+            if name == "c_index":
+                values[i] = c_index(rows)
+            else:
+                values[i] = [np.nan if r[name] is None else r[name] for r in replicates]
+        return values
+
+    everyone = np.arange(y_arr.size)
+    point = scores(everyone, np.ones(y_arr.size))
+    rng = np.random.default_rng(seed)
+    strata = [np.flatnonzero(y_arr == label) for label in (0, 1)]
+    differences = np.full((n_bootstrap, len(names)), np.nan)
+    for b in range(n_bootstrap):
+        rows = np.concatenate([s[rng.integers(0, s.size, s.size)] for s in strata])
+        weight = np.bincount(rows, minlength=y_arr.size).astype(float)
+        values = scores(rows, weight)
+        differences[b] = values[:, 1] - values[:, 0]
+    metrics: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        column = differences[:, i][np.isfinite(differences[:, i])]
+        higher = PAIRED[name]
+        metrics[name] = {
+            "baseline": point[i, 0],
+            "candidate": point[i, 1],
+            "difference": point[i, 1] - point[i, 0],
+            "ci": [float(q) for q in np.percentile(column, [2.5, 97.5])] if column.size else None,
+            "candidate_better": (
+                float(np.mean(column > 0 if higher else column < 0)) if column.size else None
+            ),
+            "higher_is_better": higher,
+        }
+    return _jsonable(
+        {
+            "n": int(y_arr.size),
+            "n_events": int(y_arr.sum()),
+            "bootstrap": {
+                "resamples": n_bootstrap,
+                "seed": seed,
+                "method": "paired: both models on each resample, stratified by outcome; "
+                "percentile 95 % intervals of the difference (candidate - baseline)",
+            },
+            "metrics": metrics,
+        }
+    )
 
 
 # ---------------------------------------------------------------------- survival

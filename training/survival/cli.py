@@ -12,6 +12,11 @@
   (folds seeded by ``--seed``): each fold trains on the rest (with its own validation
   split, calibration and threshold) and scores its stays; the metrics are those of the
   out-of-fold predictions, at the mean of the folds' thresholds.
+* ``compare --baseline DIR --candidate DIR --data DIR...``: both models on the same
+  stays, and a paired bootstrap of their difference in AUROC, AUPRC, Brier score, ECE,
+  event 1 (each at its own threshold) and C-index
+  (:func:`~bedside.training.evaluation.metrics.paired_bootstrap`): what a retraining
+  job asks before replacing the model the engine serves.
 * ``predict --model DIR --data DIR --out FILE``: every stay's scores through
   :meth:`~bedside.training.survival.model.SurvivalModel.predict_windows`, the engine's
   code path, into a parquet file.
@@ -27,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from bedside.errors import BedsideError
 
 #: Cores the torch and scikit-learn models use (the project's machines have two).
 THREADS = 2
@@ -274,6 +281,86 @@ def cross_validate(args: argparse.Namespace) -> int:
         f"event 1 {_fmt(metrics['event1'])}, ECE {_fmt(metrics['ece'])}; report in {args.out}"
     )
     return 0
+
+
+class CompareError(BedsideError, ValueError):
+    """Two models that cannot be compared on the given stays."""
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Paired bootstrap of a candidate model against a baseline on the same stays."""
+    _set_threads()
+    from bedside.training.evaluation.metrics import paired_bootstrap, survival_at
+    from bedside.training.survival.data import build_cohort, read_folders
+    from bedside.training.survival.model import SurvivalModel
+
+    started = time.monotonic()
+    models = {"baseline": SurvivalModel.load(args.baseline)}
+    models["candidate"] = SurvivalModel.load(args.candidate)
+    events, stays = read_folders(args.data)
+    cohorts, scored = {}, {}
+    for role, model in models.items():
+        task = model.info.get("task", {})
+        follow_up = task.get("follow_up_days_after_discharge")
+        cohorts[role] = build_cohort(events, stays, model.grid, follow_up)
+        scored[role] = model.predict_windows(cohorts[role].windows, cohorts[role].stays)
+    base, cand = cohorts["baseline"], cohorts["candidate"]
+    if not np.array_equal(base.stay_ids, cand.stay_ids) or not np.array_equal(
+        base.mortality, cand.mortality
+    ):
+        raise CompareError("the two models do not see the same stays and outcomes in --data")
+    known = base.time_h[np.isfinite(base.time_h)]
+    horizons = [h for h in models["baseline"].horizons_h if known.size and h < known.max()]
+    survival_risks = None
+    if horizons:
+        horizon = np.array([horizons[-1]])
+        survival_risks = tuple(
+            1 - survival_at(scored[r].survival, np.asarray(models[r].intervals_h), horizon)[:, 0]
+            for r in models
+        )
+    result = paired_bootstrap(
+        base.mortality,
+        scored["baseline"].mortality,
+        scored["candidate"].mortality,
+        (models["baseline"].threshold, models["candidate"].threshold),
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        time_h=base.time_h,
+        event=base.event,
+        survival_risks=survival_risks,
+    )
+    result["c_index_horizon_h"] = float(horizon[0]) if survival_risks else None
+    result["models"] = {
+        role: {"folder": str(getattr(args, role)), "arch": m.arch, "threshold": m.threshold}
+        for role, m in models.items()
+    }
+    result["data"] = [str(f) for f in args.data]
+    result["seconds"] = round(time.monotonic() - started, 1)
+    print(
+        f"candidate {models['candidate'].arch} against baseline {models['baseline'].arch} "
+        f"on {result['n']} stays ({result['n_events']} deaths), "
+        f"{args.bootstrap} paired resamples:"
+    )
+    print(f"  {'metric':<8} {'baseline':>9} {'candidate':>9} {'difference (95 % CI)':>30}  better")
+    for name, m in result["metrics"].items():
+        ci = "n/a" if m["ci"] is None else f"{m['ci'][0]:+.4f} to {m['ci'][1]:+.4f}"
+        better = "n/a" if m["candidate_better"] is None else f"{m['candidate_better']:.0%}"
+        print(
+            f"  {name:<8} {_fmt4(m['baseline']):>9} {_fmt4(m['candidate']):>9} "
+            f"{_fmt4(m['difference'], signed=True):>9} ({ci:>19})  {better:>6}"
+        )
+    print("  better: share of resamples where the candidate is better")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _fmt4(value: Any, signed: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
 def predict(args: argparse.Namespace) -> int:

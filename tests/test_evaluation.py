@@ -265,13 +265,15 @@ def test_bootstrap_intervals_hold_the_estimate_and_repeat_with_the_seed() -> Non
 def test_paired_bootstrap_scores_both_models_on_the_same_resamples() -> None:
     """The point differences are scikit-learn's; a model against itself differs by
     exactly 0 on every resample; a clearly better candidate wins nearly every one."""
-    from sksurv.metrics import concordance_index_censored
+    from sksurv.metrics import concordance_index_censored, integrated_brier_score
 
     y, good = logistic_cohort(2000, seed=3)
     rng = np.random.default_rng(4)
     weak = 1 / (1 + np.exp(-(np.log(good / (1 - good)) * 0.3 + rng.normal(0, 1.0, y.size))))
     time_h = np.where(y == 1, rng.uniform(1, 400, y.size), rng.uniform(200, 720, y.size))
-    time_h[:40] = np.nan  # follow-up unknown: left out of the C-index only
+    time_h[:40] = np.nan  # follow-up unknown: left out of the survival metrics only
+    hours = np.array([24.0, 48.0, 120.0])
+    curves = [1 - np.outer(r, hours / hours[-1]) for r in (weak, good)]
     result = paired_bootstrap(
         y,
         weak,
@@ -281,7 +283,8 @@ def test_paired_bootstrap_scores_both_models_on_the_same_resamples() -> None:
         seed=1,
         time_h=time_h,
         event=y,
-        survival_risks=(weak, good),
+        survival=(curves[0], curves[1]),
+        hours=hours,
     )
     m = result["metrics"]
     gain = roc_auc_score(y, good) - roc_auc_score(y, weak)
@@ -291,7 +294,11 @@ def test_paired_bootstrap_scores_both_models_on_the_same_resamples() -> None:
     known = np.isfinite(time_h)
     expected = concordance_index_censored(y[known] == 1, time_h[known], good[known])[0]
     assert m["c_index"]["candidate"] == pytest.approx(expected)
-    for name in ("auroc", "auprc", "brier", "c_index"):
+    outcome = np.empty(int(known.sum()), dtype=[("event", bool), ("time", float)])
+    outcome["event"], outcome["time"] = y[known] == 1, time_h[known]
+    ibs = integrated_brier_score(outcome, outcome, curves[0][known], hours)
+    assert m["integrated_brier"]["baseline"] == pytest.approx(ibs)
+    for name in ("auroc", "auprc", "brier", "c_index", "integrated_brier"):
         low, high = m[name]["ci"]
         assert low < m[name]["difference"] < high, name
         assert m[name]["candidate_better"] > 0.97, name
@@ -303,8 +310,8 @@ def test_paired_bootstrap_scores_both_models_on_the_same_resamples() -> None:
         assert row["difference"] == 0 and row["ci"] == [0.0, 0.0], name
         assert row["candidate_better"] == 0.0, name
     assert "c_index" not in same["metrics"]  # no follow-up given
-    with pytest.raises(PredictionError, match="time_h and event"):
-        paired_bootstrap(y, good, good, (0.3, 0.3), n_bootstrap=5, survival_risks=(good, good))
+    with pytest.raises(PredictionError, match="time_h, event and hours"):
+        paired_bootstrap(y, good, good, (0.3, 0.3), n_bootstrap=5, survival=(curves[1], curves[1]))
 
 
 # ------------------------------------------------------------- calibration

@@ -566,7 +566,8 @@ def test_compare_command_pairs_two_models_on_the_same_stays(
     assert auroc["candidate"] == pytest.approx(roc_auc_score(test.mortality, scored.mortality))
     assert auroc["ci"][0] <= auroc["difference"] <= auroc["ci"][1]
     assert document["metrics"]["c_index"]["baseline"] is not None
-    assert document["c_index_horizon_h"] in models["lstm"].horizons_h
+    assert document["survival_hours"][-1] in models["lstm"].horizons_h
+    assert document["metrics"]["integrated_brier"]["candidate"] is not None
     printed = capsys.readouterr().out
     assert "candidate lstm against baseline tsfel-lr on 120 stays" in printed
     assert "c_index" in printed
@@ -577,6 +578,7 @@ def test_compare_command_pairs_two_models_on_the_same_stays(
         assert row["difference"] == 0 and row["candidate_better"] == 0, name
     missing = ["--baseline", baseline, "--candidate", str(tmp_path / "nowhere")]
     assert main([*command, *missing]) == 2
+    assert main([*command[:-1], "0", *same]) == 2
 
 
 def test_bench_members_scores_each_part_and_their_blend(

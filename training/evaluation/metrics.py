@@ -540,7 +540,9 @@ PAIRED: dict[str, bool] = {
     "ece": False,
     "event1": True,
     "c_index": True,
+    "integrated_brier": False,
 }
+SURVIVAL_PAIRED = ("c_index", "integrated_brier")
 
 
 def paired_bootstrap(
@@ -553,7 +555,8 @@ def paired_bootstrap(
     seed: int = 2026,
     time_h: Any = None,
     event: Any = None,
-    survival_risks: tuple[Any, Any] | None = None,
+    survival: tuple[Any, Any] | None = None,
+    hours: Any = None,
 ) -> dict[str, Any]:
     """Two models' risks for the same stays, compared on the same resamples.
 
@@ -561,52 +564,73 @@ def paired_bootstrap(
     :func:`bootstrap_intervals`) and scores *both* models on it, so the difference
     (candidate minus baseline) varies only with the stays drawn, not with two
     independent draws: a paired test. ``event1`` is each model's at its own threshold.
-    With ``time_h``, ``event`` (NaN time: follow-up unknown, left out) and
-    ``survival_risks`` (each model's risk of death by its last horizon, ``1 - S``), the
-    same resamples also compare Harrell's C-index.
+
+    With ``time_h``, ``event`` (NaN time: follow-up unknown, left out) and ``survival``
+    (each model's probabilities of being alive at ``hours``, ``(n, len(hours))``, the
+    hours inside follow-up), the same resamples compare the survival curves too:
+    Harrell's C-index with the risk ``1 - S`` at the last hour, and the integrated
+    Brier score over ``hours`` (censoring weights from the resample itself, the same
+    for both models; a resample whose follow-up ends before the last hour is left out
+    of that metric).
 
     Returns ``{"n", "n_events", "bootstrap", "metrics": {name: {"baseline",
     "candidate", "difference", "ci" (95 % percentile interval of the difference),
     "candidate_better" (share of resamples where the candidate is better),
     "higher_is_better"}}}``.
     """
-    from sksurv.metrics import concordance_index_censored
+    from sksurv.metrics import concordance_index_censored, integrated_brier_score
 
     y_arr, base = check_predictions(y, baseline)
     _, cand = check_predictions(y, candidate)
     models = [_WeightedMetrics(y_arr, r, t) for r, t in zip((base, cand), thresholds, strict=True)]
-    names = [k for k in PAIRED if k != "c_index"]
-    survival = None
-    if survival_risks is not None:
-        if time_h is None or event is None:
-            raise PredictionError("survival_risks need time_h and event")
+    names = [k for k in PAIRED if k not in SURVIVAL_PAIRED]
+    followed: tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], np.ndarray] | None
+    followed = None
+    if survival is not None:
+        if time_h is None or event is None or hours is None:
+            raise PredictionError("survival curves need time_h, event and hours")
+        span = np.asarray(hours, dtype=float)
         time = np.asarray(time_h, dtype=float)
         known = np.isfinite(time)
+        curves = [np.asarray(c, dtype=float)[known] for c in survival]
+        if any(c.shape != (int(known.sum()), span.size) for c in curves):
+            raise PredictionError("each survival array must be (stays, len(hours))")
         ev = np.asarray(event)[known].astype(bool)
         if ev.any():
-            risks = [np.asarray(r, dtype=float)[known] for r in survival_risks]
-            survival = (known, ev, time[known], risks)
-            names.append("c_index")
             position = np.cumsum(known) - 1  # a stay's row among the known ones
+            followed = (known, position, time[known], curves, ev)
+            names += ["c_index"] + (["integrated_brier"] if span.size >= 2 else [])
 
-    def c_index(rows: np.ndarray) -> list[float]:
-        assert survival is not None
-        known, ev, time, risks = survival
+    def survival_scores(rows: np.ndarray) -> dict[str, list[float]]:
+        assert followed is not None
+        known, position, time, curves, ev = followed
         at = position[rows[known[rows]]]
-        return [float(concordance_index_censored(ev[at], time[at], r[at])[0]) for r in risks]
+        outcome = _structured(ev[at], time[at])
+        out = {"c_index": [], "integrated_brier": []}
+        for curve in curves:
+            risk = 1 - curve[at, -1]
+            out["c_index"].append(float(concordance_index_censored(ev[at], time[at], risk)[0]))
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ibs = integrated_brier_score(outcome, outcome, curve[at], span)
+            except ValueError:  # the resample's follow-up ends before the last hour
+                ibs = np.nan
+            out["integrated_brier"].append(float(ibs))
+        return out
 
     def scores(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        values = np.full((len(names), 2), np.nan)
         replicates = [m(weight[m.order]) for m in models]
+        followed_scores = survival_scores(rows) if followed is not None else {}
+        values = np.full((len(names), 2), np.nan)
         for i, name in enumerate(names):
-            if name == "c_index":
-                values[i] = c_index(rows)
+            if name in SURVIVAL_PAIRED:
+                values[i] = followed_scores[name]
             else:
                 values[i] = [np.nan if r[name] is None else r[name] for r in replicates]
         return values
 
-    everyone = np.arange(y_arr.size)
-    point = scores(everyone, np.ones(y_arr.size))
+    point = scores(np.arange(y_arr.size), np.ones(y_arr.size))
     rng = np.random.default_rng(seed)
     strata = [np.flatnonzero(y_arr == label) for label in (0, 1)]
     differences = np.full((n_bootstrap, len(names)), np.nan)
@@ -628,6 +652,7 @@ def paired_bootstrap(
                 float(np.mean(column > 0 if higher else column < 0)) if column.size else None
             ),
             "higher_is_better": higher,
+            "resamples": int(column.size),
         }
     return _jsonable(
         {
@@ -639,6 +664,7 @@ def paired_bootstrap(
                 "method": "paired: both models on each resample, stratified by outcome; "
                 "percentile 95 % intervals of the difference (candidate - baseline)",
             },
+            "survival_hours": None if followed is None else [float(h) for h in span],
             "metrics": metrics,
         }
     )

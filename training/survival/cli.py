@@ -14,7 +14,7 @@
   out-of-fold predictions, at the mean of the folds' thresholds.
 * ``compare --baseline DIR --candidate DIR --data DIR...``: both models on the same
   stays, and a paired bootstrap of their difference in AUROC, AUPRC, Brier score, ECE,
-  event 1 (each at its own threshold) and C-index
+  event 1 (each at its own threshold), C-index and integrated Brier score
   (:func:`~bedside.training.evaluation.metrics.paired_bootstrap`): what a retraining
   job asks before replacing the model the engine serves.
 * ``predict --model DIR --data DIR --out FILE``: every stay's scores through
@@ -294,6 +294,8 @@ def compare(args: argparse.Namespace) -> int:
     from bedside.training.survival.data import build_cohort, read_folders
     from bedside.training.survival.model import SurvivalModel
 
+    if args.bootstrap < 1:
+        raise CompareError("--bootstrap: at least 1 resample")
     started = time.monotonic()
     models = {"baseline": SurvivalModel.load(args.baseline)}
     models["candidate"] = SurvivalModel.load(args.candidate)
@@ -309,13 +311,17 @@ def compare(args: argparse.Namespace) -> int:
         base.mortality, cand.mortality
     ):
         raise CompareError("the two models do not see the same stays and outcomes in --data")
+    # The hours compared: the baseline's horizons inside follow-up and its grid points
+    # between them (as ``evaluate``'s integrated Brier score).
     known = base.time_h[np.isfinite(base.time_h)]
-    horizons = [h for h in models["baseline"].horizons_h if known.size and h < known.max()]
-    survival_risks = None
-    if horizons:
-        horizon = np.array([horizons[-1]])
-        survival_risks = tuple(
-            1 - survival_at(scored[r].survival, np.asarray(models[r].intervals_h), horizon)[:, 0]
+    baseline = models["baseline"]
+    horizons = np.array([h for h in baseline.horizons_h if known.size and h < known.max()])
+    survival, hours = None, None
+    if horizons.size:
+        grid = np.asarray(baseline.intervals_h)
+        hours = np.union1d(horizons, grid[(grid >= horizons[0]) & (grid <= horizons[-1])])
+        survival = tuple(
+            survival_at(scored[r].survival, np.asarray(models[r].intervals_h), hours)
             for r in models
         )
     result = paired_bootstrap(
@@ -327,9 +333,9 @@ def compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         time_h=base.time_h,
         event=base.event,
-        survival_risks=survival_risks,
+        survival=survival,
+        hours=hours,
     )
-    result["c_index_horizon_h"] = float(horizon[0]) if survival_risks else None
     result["models"] = {
         role: {"folder": str(getattr(args, role)), "arch": m.arch, "threshold": m.threshold}
         for role, m in models.items()
@@ -341,12 +347,12 @@ def compare(args: argparse.Namespace) -> int:
         f"on {result['n']} stays ({result['n_events']} deaths), "
         f"{args.bootstrap} paired resamples:"
     )
-    print(f"  {'metric':<8} {'baseline':>9} {'candidate':>9} {'difference (95 % CI)':>30}  better")
+    print(f"  {'metric':<16} {'baseline':>9} {'candidate':>9} {'difference (95 % CI)':>30}  better")
     for name, m in result["metrics"].items():
         ci = "n/a" if m["ci"] is None else f"{m['ci'][0]:+.4f} to {m['ci'][1]:+.4f}"
         better = "n/a" if m["candidate_better"] is None else f"{m['candidate_better']:.0%}"
         print(
-            f"  {name:<8} {_fmt4(m['baseline']):>9} {_fmt4(m['candidate']):>9} "
+            f"  {name:<16} {_fmt4(m['baseline']):>9} {_fmt4(m['candidate']):>9} "
             f"{_fmt4(m['difference'], signed=True):>9} ({ci:>19})  {better:>6}"
         )
     print("  better: share of resamples where the candidate is better")

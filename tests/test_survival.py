@@ -158,6 +158,47 @@ def test_exported_trees_give_scikit_learns_probabilities() -> None:
     np.testing.assert_allclose(ours, model.predict_proba(x)[:, 1], atol=1e-12)
 
 
+@pytest.mark.parametrize("arch", ["tsfel-lr", "tsfel-gbm"])
+def test_pooled_hazards_learn_each_intervals_rate_and_the_risk_factor(arch: str) -> None:
+    """``hazards="pooled"``: one classifier over every (stay, interval at risk) row, the
+    interval a feature. Its hazards match each interval's observed death rate and rank
+    stays by the risk factor that drives their deaths."""
+    rng = np.random.default_rng(5)
+    n, k = 3000, 4
+    x = rng.normal(size=(n, 3))
+    base = np.array([-3.0, -2.0, -2.5, -1.5])  # a baseline hazard per interval
+    hazard = 1 / (1 + np.exp(-(base[None, :] + 0.8 * x[:, :1])))
+    deaths = rng.random((n, k)) < hazard  # a death in interval j, if alive and followed
+    died_in, dies = np.argmax(deaths, axis=1), deaths.any(axis=1)
+    censored_at = rng.integers(1, k + 1, n)  # intervals followed to their end
+    at_risk = np.zeros((n, k), dtype=bool)
+    died = np.zeros((n, k))
+    for i in range(n):
+        last = died_in[i] if dies[i] and died_in[i] < censored_at[i] else censored_at[i] - 1
+        at_risk[i, : last + 1] = True
+        died[i, last] = float(dies[i] and died_in[i] == last)
+    params = {**(LR_DEFAULTS if arch == "tsfel-lr" else TINY[arch]), "hazards": "pooled"}
+    if arch == "tsfel-gbm":
+        params |= {"features": "compact", "max_iter": 60, "class_weight": None}
+    model = TabularPredictor(arch, params).fit(x, dies.astype(float), at_risk, died, seed=0)
+    assert model.targets == ["mortality", "hazard"]
+    _, logits = model.logits(x)
+    assert logits.shape == (n, k)
+    predicted = 1 / (1 + np.exp(-logits))
+    for j in range(k):
+        observed = died[at_risk[:, j], j].mean()
+        assert predicted[at_risk[:, j], j].mean() == pytest.approx(observed, abs=0.015), j
+    assert roc_auc_score(died[at_risk[:, 1], 1], logits[at_risk[:, 1], 1]) > 0.65
+    separate = TabularPredictor(arch, {**params, "hazards": "separate"})
+    separate.fit(x, dies.astype(float), at_risk, died, seed=0)
+    assert separate.targets == ["mortality"] + [f"interval_{j}" for j in range(k)]
+    assert separate.logits(x)[1].shape == (n, k)
+    with pytest.raises(ValueError, match="hazards must be one of"):
+        TabularPredictor(arch, {**params, "hazards": "shared"}).fit(
+            x, dies.astype(float), at_risk, died, seed=0
+        )
+
+
 # --- tiny models on a simulated cohort ----------------------------------------------------
 
 

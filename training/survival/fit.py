@@ -213,7 +213,14 @@ class Workspace:
                 fit_rows, held_rows = inner[i]
                 share = max(max_seconds - (time.monotonic() - started), 0.0) / (len(fits) - j)
                 fitted = fit_member(
-                    arch, {}, self, train_rows[fit_rows], train_rows[held_rows], seed + i, share
+                    arch,
+                    {},
+                    self,
+                    train_rows[fit_rows],
+                    train_rows[held_rows],
+                    seed + i,
+                    share,
+                    mortality_only=True,  # the students learn its mortality risk only
                 )
                 logits[held_rows] += fitted.valid_mortality / len(TEACHERS)
             self._cache[key] = 1.0 / (1.0 + np.exp(-logits))

@@ -444,6 +444,9 @@ def test_a_distilled_net_learns_from_a_teacher_that_never_saw_its_stays(
     assert ((risk > 0) & (risk < 1)).all()
     assert roc_auc_score(work.cohort.mortality[train_rows], risk) > 0.7
     assert work.teacher(train_rows, seed=5, max_seconds=60.0) is risk  # shared by a blend
+    hazards = work.teacher_hazards(train_rows, seed=5, max_seconds=60.0)
+    assert hazards.shape == (train_rows.size, len(work.intervals_h))
+    assert ((hazards > 0) & (hazards < 1)).all()
 
     flipped = work.cohort.mortality.copy()
     flipped[1::2] = 1 - flipped[1::2]
@@ -451,20 +454,26 @@ def test_a_distilled_net_learns_from_a_teacher_that_never_saw_its_stays(
         work.inputs, dataclasses.replace(work.cohort, mortality=flipped), work.intervals_h
     )
     np.testing.assert_array_equal(other.teacher(train_rows, seed=5, max_seconds=60.0), risk)
+    later = np.where(np.arange(n) % 2 == 1, work.cohort.time_h * 2, work.cohort.time_h)
+    other = Workspace(work.inputs, dataclasses.replace(work.cohort, time_h=later), work.intervals_h)
+    np.testing.assert_array_equal(
+        other.teacher_hazards(train_rows, seed=5, max_seconds=60.0), hazards
+    )
 
 
 def test_a_net_distilled_with_any_weight_still_learns(
     simulated: dict[str, pl.DataFrame],
 ) -> None:
-    params = {**TINY["lstm-tsfel"], "distil": 0.5}
+    params = {**TINY["lstm-tsfel"], "distil": 0.5, "distil_hazards": 0.5}
     options = FitOptions(arch="lstm-tsfel", params=params, max_minutes=1.0, seed=3, folds=2)
     model, _ = fit_model(simulated["events"], simulated["train"], options)
     assert model.info["training"]["params"]["distil"] == 0.5
+    assert model.info["training"]["members"][0]["teacher"]["hazards_weight"] == 0.5
     test = build_cohort(simulated["events"], simulated["test"], model.grid)
-    assert (
-        roc_auc_score(test.mortality, model.predict_windows(test.windows, test.stays).mortality)
-        > 0.7
-    )
+    scored = model.predict_windows(test.windows, test.stays)
+    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+    survival = scored.survival
+    assert ((survival >= 0) & (survival <= 1)).all() and (np.diff(survival, axis=1) <= 0).all()
 
 
 @pytest.mark.parametrize("arch", ["lstm", "cnn", "cnn-lstm"])

@@ -122,6 +122,10 @@ class FitOptions:
     follow_up_days: float | None = FOLLOW_UP_DAYS
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def observed_grid(windows: np.ndarray, grid: Grid) -> Grid:
     """The grid without the concepts never observed in ``windows``."""
     seen = ~np.isnan(windows).all(axis=(0, 1))
@@ -175,6 +179,7 @@ class Workspace:
     cohort: Cohort
     intervals_h: tuple[float, ...]
     _cache: dict[str, np.ndarray] = field(default_factory=dict)
+    _teachers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.at_risk, self.died = self.cohort.intervals(self.intervals_h)
@@ -203,28 +208,33 @@ class Workspace:
         log-odds), cross-fitted inside those rows (:data:`TEACHER_FOLDS` folds): a stay's
         risk comes from models that did not see it, nor any stay outside ``train_rows``.
         Cached per set of rows, so the nets of one blend member share it."""
+        return self._teach(train_rows, seed, max_seconds)[0]
+
+    def teacher_hazards(self, train_rows: np.ndarray, seed: int, max_seconds: float) -> np.ndarray:
+        """The same teachers' hazard of each interval, ``(len(train_rows), K)``,
+        cross-fitted as :meth:`teacher`'s risks (from the same fits)."""
+        return self._teach(train_rows, seed, max_seconds)[1]
+
+    def _teach(
+        self, train_rows: np.ndarray, seed: int, max_seconds: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         key = f"teacher:{hash(train_rows.tobytes())}"
-        if key not in self._cache:
+        if key not in self._teachers:
             started = time.monotonic()
             logits = np.zeros(train_rows.size)
+            hazards = np.zeros((train_rows.size, len(self.intervals_h)))
             inner = stratified_folds(self.cohort.mortality[train_rows], TEACHER_FOLDS, seed)
             fits = [(i, arch) for i in range(len(inner)) for arch in TEACHERS]
             for j, (i, arch) in enumerate(fits):
                 fit_rows, held_rows = inner[i]
                 share = max(max_seconds - (time.monotonic() - started), 0.0) / (len(fits) - j)
                 fitted = fit_member(
-                    arch,
-                    {},
-                    self,
-                    train_rows[fit_rows],
-                    train_rows[held_rows],
-                    seed + i,
-                    share,
-                    mortality_only=True,  # the students learn its mortality risk only
+                    arch, {}, self, train_rows[fit_rows], train_rows[held_rows], seed + i, share
                 )
                 logits[held_rows] += fitted.valid_mortality / len(TEACHERS)
-            self._cache[key] = 1.0 / (1.0 + np.exp(-logits))
-        return self._cache[key]
+                hazards[held_rows] += fitted.valid_hazards / len(TEACHERS)
+            self._teachers[key] = (_sigmoid(logits), _sigmoid(hazards))
+        return self._teachers[key]
 
     def design(self, predictor: Predictor) -> dict[str, np.ndarray]:
         """What ``predictor`` reads for every stay (``predictor.design``, from the cache)."""
@@ -349,6 +359,12 @@ def fit_member(
         if config.distil > 0:
             risk = work.teacher(train_rows, seed, max_seconds / 2)
             target[train_rows] = (1 - config.distil) * target[train_rows] + config.distil * risk
+        died = work.died.astype(np.float64)
+        if config.distil_hazards > 0:
+            # Where a stay is not at risk, its term is masked out of the likelihood.
+            weight = config.distil_hazards
+            teacher = work.teacher_hazards(train_rows, seed, max_seconds / 2)
+            died[train_rows] = (1 - weight) * died[train_rows] + weight * teacher
 
         def data(rows: np.ndarray) -> TrainData:
             return TrainData.of(
@@ -356,7 +372,7 @@ def fit_member(
                 statics[rows],
                 target[rows],
                 work.at_risk[rows],
-                work.died[rows],
+                died[rows],
                 None if tsfel is None else tsfel[rows],
             )
 
@@ -369,8 +385,13 @@ def fit_member(
             "best_epoch": best["epoch"],
             "stopped": history[-1].get("stop", "max epochs"),
             "teacher": (
-                {"archs": list(TEACHERS), "folds": TEACHER_FOLDS, "weight": config.distil}
-                if config.distil > 0
+                {
+                    "archs": list(TEACHERS),
+                    "folds": TEACHER_FOLDS,
+                    "weight": config.distil,
+                    "hazards_weight": config.distil_hazards,
+                }
+                if config.distil > 0 or config.distil_hazards > 0
                 else None
             ),
             "history": [

@@ -22,8 +22,8 @@ interval hazards (the teacher's cross-fitted hazards as soft targets). Self-supe
 (off by default): with ``pretrain_epochs`` the encoder first learns to forecast the
 next observed values of the training stays (:class:`Forecaster`, no outcome read), and
 with ``forecast_weight`` that task stays in the loss; on PhysioNet 2012 set A it gained
-nothing beyond the folds' noise (BENCHMARKS.md). Seeds: ``torch`` and the batch order are seeded from ``seed``,
-so the same data, seed and thread count give the same net.
+nothing beyond the folds' noise (BENCHMARKS.md). Seeds: ``torch`` and the batch order
+are seeded from ``seed``, so the same data, seed and thread count give the same net.
 """
 
 from __future__ import annotations

@@ -213,6 +213,20 @@ def simulated() -> dict[str, pl.DataFrame]:
     }
 
 
+def assert_loaded_scores_as_trained(
+    model: SurvivalModel, folder: Path, simulated: dict[str, pl.DataFrame]
+) -> None:
+    """The model saved in ``folder`` loads and scores the test stays as the trained one,
+    and those scores have learnt mortality."""
+    loaded = SurvivalModel.load(folder)
+    test = build_cohort(simulated["events"], simulated["test"], model.grid)
+    scored = loaded.predict_windows(test.windows, test.stays)
+    np.testing.assert_array_equal(
+        scored.mortality, model.predict_windows(test.windows, test.stays).mortality
+    )
+    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+
+
 @pytest.fixture(scope="module")
 def models(simulated: dict[str, pl.DataFrame]) -> dict[str, SurvivalModel]:
     return {
@@ -421,13 +435,7 @@ def test_a_blend_trains_several_seeds_of_each_part_and_saves_every_net(
         "lstm-tsfel-1",
         "lstm-tsfel-2",
     ]
-    loaded = SurvivalModel.load(tmp_path)
-    test = build_cohort(simulated["events"], simulated["test"], model.grid)
-    scored = loaded.predict_windows(test.windows, test.stays)
-    np.testing.assert_array_equal(
-        scored.mortality, model.predict_windows(test.windows, test.stays).mortality
-    )
-    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+    assert_loaded_scores_as_trained(model, tmp_path, simulated)
 
 
 def test_a_distilled_net_learns_from_a_teacher_that_never_saw_its_stays(
@@ -529,13 +537,7 @@ def test_a_net_pretrained_by_forecasting_learns_and_exports_as_before(
     assert pretraining["epochs"] == 4
     assert pretraining["losses"][-1] < pretraining["losses"][0]
     model.save(tmp_path)
-    loaded = SurvivalModel.load(tmp_path)
-    test = build_cohort(simulated["events"], simulated["test"], model.grid)
-    scored = loaded.predict_windows(test.windows, test.stays)
-    np.testing.assert_array_equal(
-        scored.mortality, model.predict_windows(test.windows, test.stays).mortality
-    )
-    assert roc_auc_score(test.mortality, scored.mortality) > 0.7
+    assert_loaded_scores_as_trained(model, tmp_path, simulated)
 
 
 # --- the commands ---------------------------------------------------------------------

@@ -455,6 +455,8 @@ def test_a_distilled_net_learns_from_a_teacher_that_never_saw_its_stays(
     hazards = work.teacher_hazards(train_rows, seed=5, max_seconds=60.0)
     assert hazards.shape == (train_rows.size, len(work.intervals_h))
     assert ((hazards > 0) & (hazards < 1)).all()
+    # Fitting the hazards too leaves the teachers' risks as they were.
+    np.testing.assert_array_equal(work.teacher(train_rows, seed=5, max_seconds=60.0), risk)
 
     flipped = work.cohort.mortality.copy()
     flipped[1::2] = 1 - flipped[1::2]

@@ -179,7 +179,7 @@ class Workspace:
     cohort: Cohort
     intervals_h: tuple[float, ...]
     _cache: dict[str, np.ndarray] = field(default_factory=dict)
-    _teachers: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _teachers: dict[str, tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.at_risk, self.died = self.cohort.intervals(self.intervals_h)
@@ -208,32 +208,48 @@ class Workspace:
         log-odds), cross-fitted inside those rows (:data:`TEACHER_FOLDS` folds): a stay's
         risk comes from models that did not see it, nor any stay outside ``train_rows``.
         Cached per set of rows, so the nets of one blend member share it."""
-        return self._teach(train_rows, seed, max_seconds)[0]
+        return self._teach(train_rows, seed, max_seconds, hazards=False)[0]
 
     def teacher_hazards(self, train_rows: np.ndarray, seed: int, max_seconds: float) -> np.ndarray:
         """The same teachers' hazard of each interval, ``(len(train_rows), K)``,
-        cross-fitted as :meth:`teacher`'s risks (from the same fits)."""
-        return self._teach(train_rows, seed, max_seconds)[1]
+        cross-fitted as :meth:`teacher`'s risks (the same fits, with their hazards)."""
+        hazards = self._teach(train_rows, seed, max_seconds, hazards=True)[1]
+        assert hazards is not None
+        return hazards
 
     def _teach(
-        self, train_rows: np.ndarray, seed: int, max_seconds: float
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, train_rows: np.ndarray, seed: int, max_seconds: float, hazards: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The teachers' risks and, if asked for, hazards: without them the teachers fit
+        their mortality output only (the same risks, for less time)."""
         key = f"teacher:{hash(train_rows.tobytes())}"
-        if key not in self._teachers:
+        cached = self._teachers.get(key)
+        if cached is None or (hazards and cached[1] is None):
             started = time.monotonic()
             logits = np.zeros(train_rows.size)
-            hazards = np.zeros((train_rows.size, len(self.intervals_h)))
+            hazard_logits = np.zeros((train_rows.size, len(self.intervals_h)))
             inner = stratified_folds(self.cohort.mortality[train_rows], TEACHER_FOLDS, seed)
             fits = [(i, arch) for i in range(len(inner)) for arch in TEACHERS]
             for j, (i, arch) in enumerate(fits):
                 fit_rows, held_rows = inner[i]
                 share = max(max_seconds - (time.monotonic() - started), 0.0) / (len(fits) - j)
                 fitted = fit_member(
-                    arch, {}, self, train_rows[fit_rows], train_rows[held_rows], seed + i, share
+                    arch,
+                    {},
+                    self,
+                    train_rows[fit_rows],
+                    train_rows[held_rows],
+                    seed + i,
+                    share,
+                    mortality_only=not hazards,
                 )
                 logits[held_rows] += fitted.valid_mortality / len(TEACHERS)
-                hazards[held_rows] += fitted.valid_hazards / len(TEACHERS)
-            self._teachers[key] = (_sigmoid(logits), _sigmoid(hazards))
+                if hazards:
+                    hazard_logits[held_rows] += fitted.valid_hazards / len(TEACHERS)
+            self._teachers[key] = (
+                _sigmoid(logits),
+                _sigmoid(hazard_logits) if hazards else None,
+            )
         return self._teachers[key]
 
     def design(self, predictor: Predictor) -> dict[str, np.ndarray]:

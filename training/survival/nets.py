@@ -93,7 +93,21 @@ def _pool(outputs: torch.Tensor) -> torch.Tensor:
     return torch.cat([outputs.mean(dim=1), outputs.amax(dim=1)], dim=-1)
 
 
-class LstmEncoder(nn.Module):
+class SequenceEncoder(nn.Module):
+    """An encoder of the window: :meth:`steps` gives its state after each step, the
+    summary is the last state next to the mean and max of the states over time."""
+
+    def steps(self, sequence: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def summarise(self, states: torch.Tensor) -> torch.Tensor:
+        return torch.cat([states[:, -1], _pool(states)], dim=-1)
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.summarise(self.steps(sequence))
+
+
+class LstmEncoder(SequenceEncoder):
     def __init__(self, features: int, hidden: int, layers: int, dropout: float, **_: Any):
         super().__init__()
         self.lstm = nn.LSTM(
@@ -108,15 +122,9 @@ class LstmEncoder(nn.Module):
         self.lookahead = 0
 
     def steps(self, sequence: torch.Tensor) -> torch.Tensor:
-        """The state after each step, (batch, steps, hidden): causal."""
+        """The top layer's state after each step, (batch, steps, hidden): causal (its
+        last one is the last hidden state)."""
         return self.lstm(sequence)[0]
-
-    def summarise(self, states: torch.Tensor) -> torch.Tensor:
-        """The last state (the top layer's last hidden state) next to the mean and max."""
-        return torch.cat([states[:, -1], _pool(states)], dim=-1)
-
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.summarise(self.steps(sequence))
 
 
 class ConvBlock(nn.Module):
@@ -138,7 +146,7 @@ class ConvBlock(nn.Module):
         return self.layers(x) + self.skip(x)
 
 
-class CnnEncoder(nn.Module):
+class CnnEncoder(SequenceEncoder):
     def __init__(
         self, features: int, channels: int, kernel: int, blocks: int, dropout: float, **_: Any
     ):
@@ -159,14 +167,8 @@ class CnnEncoder(nn.Module):
     def steps(self, sequence: torch.Tensor) -> torch.Tensor:
         return self.blocks(sequence.transpose(1, 2)).transpose(1, 2)
 
-    def summarise(self, states: torch.Tensor) -> torch.Tensor:
-        return torch.cat([states[:, -1], _pool(states)], dim=-1)
 
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.summarise(self.steps(sequence))
-
-
-class CnnLstmEncoder(nn.Module):
+class CnnLstmEncoder(SequenceEncoder):
     def __init__(
         self, features: int, channels: int, kernel: int, hidden: int, dropout: float, **_: Any
     ):
@@ -181,14 +183,8 @@ class CnnLstmEncoder(nn.Module):
     def steps(self, sequence: torch.Tensor) -> torch.Tensor:
         return self.lstm.steps(self.conv(sequence.transpose(1, 2)).transpose(1, 2))
 
-    def summarise(self, states: torch.Tensor) -> torch.Tensor:
-        return self.lstm.summarise(states)
 
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.summarise(self.steps(sequence))
-
-
-ENCODERS: dict[str, type[nn.Module]] = {
+ENCODERS: dict[str, type[SequenceEncoder]] = {
     "lstm": LstmEncoder,
     "cnn": CnnEncoder,
     "cnn-lstm": CnnLstmEncoder,

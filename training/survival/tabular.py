@@ -116,10 +116,6 @@ def _prior_shift(y: np.ndarray, class_weight: str | None) -> float:
     return float(np.log((y.size - deaths) / deaths))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 @dataclass
 class TabularPredictor:
     """One classifier per target (mortality, each interval), on the same features."""

@@ -626,6 +626,21 @@ def build_parser() -> argparse.ArgumentParser:
         "from those given the other outcome (default 0: the model's own distribution; 1 "
         "trades fidelity for utility, see BENCHMARKS.md)",
     )
+    synth_sample.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        metavar="K",
+        help="draw K candidates for each stay and keep the one a classifier of them against "
+        "the training stays finds most real, by resampling (default 1: every stay drawn "
+        "kept; K > 1 needs --data and takes K times as long; see BENCHMARKS.md)",
+    )
+    synth_sample.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        help="with --candidates: the canonical folders the generator was trained on",
+    )
     synth_sample.add_argument("--seed", type=int, default=2026)
     synth_sample.add_argument("--out", type=Path, required=True, help="output folder")
     synth_sample.set_defaults(handler="bedside.training.synthetic.cli:sample")

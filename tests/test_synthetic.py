@@ -43,9 +43,11 @@ from bedside.training.synthetic.lm.tokens import (
     hours,
     state_features,
 )
+from bedside.training.synthetic.refine import select
 from bedside.training.synthetic.report import (
     add_evaluation,
     data_card,
+    sampled_candidates,
     sampled_guidance,
     write_card,
     write_html,
@@ -337,6 +339,54 @@ def test_same_seed_same_generator(kind: str, cohort: dict[str, Any]) -> None:
     assert not all(torch.equal(state_a[k], state_c[k]) for k in state_a)
 
 
+class _HalfOffGenerator:
+    """Draws training stays of the asked outcome and ICU type; every second stay drawn
+    has its heart rate 40 bpm too high (a generator that is right half of the time)."""
+
+    def __init__(self, train: StaySet) -> None:
+        self.train, self.encoding = train, Encoding.fit(train)
+
+    def sample(self, n: int, *, seed: int, conditions: Any = None, **_: Any) -> StaySet:
+        rng = np.random.default_rng(seed)
+        death, icu = conditions
+        icu_of_train = self.encoding.icu_index(self.train)
+        rows = []
+        for d, t in zip(death, icu, strict=True):
+            same = np.flatnonzero((self.train.death == d) & (icu_of_train == t))
+            rows.append(rng.choice(same))
+        stays = self.train.take(np.array(rows))
+        values = stays.values.copy()
+        values[1::2, :, stays.grid.concepts.index("heart_rate")] += 40.0
+        return StaySet(stays.grid, values, stays.statics, stays.death)
+
+
+def test_selection_keeps_the_realistic_candidates_with_the_asked_conditions(
+    cohort: dict[str, Any],
+) -> None:
+    train = cohort["train"]
+    generator = _HalfOffGenerator(train)
+    asked = generator.encoding.conditions(80, np.random.default_rng(3))
+    plain = generator.sample(80, seed=3, conditions=asked)
+
+    kept, summary = select(generator, train, 80, candidates=2, seed=3, progress=lambda _: None)
+
+    heart_rate = train.grid.concepts.index("heart_rate")
+    real_mean = np.nanmean(train.values[:, :, heart_rate])
+    off = np.nanmean(kept.values[:, :, heart_rate], axis=1) > real_mean + 20
+    assert len(kept) == 80 and off.mean() < 0.2  # half of the candidates were off
+    # Outcomes and ICU types are those the generator would have been asked for.
+    np.testing.assert_array_equal(kept.death, plain.death)
+    assert kept.statics["icu_type"].equals(plain.statics["icu_type"])
+    assert 0.5 <= summary["classifier_auroc_candidates_vs_training"] <= 1.0
+    assert (
+        summary["mean_probability_synthetic"]["kept"]
+        < summary["mean_probability_synthetic"]["candidates"]
+    )
+    # One candidate a stay is the generator as it is.
+    same, _ = select(generator, train, 80, candidates=1, seed=3, progress=lambda _: None)
+    assert_same_stays(same, plain)
+
+
 # --- output formats ------------------------------------------------------------------------
 
 
@@ -490,5 +540,20 @@ def test_synth_commands_write_model_samples_and_card(
         0.0,
         0.0,
     )
+
+    # Selection among candidates is recorded in the card; it needs the training stays.
+    tiny = [f"--set={k}={v}" for k, v in TINY_LM.items()]
+    lm_args = ["synth", "train", "--data", str(data), "--generator", "lm", "--steps", "1", *tiny]
+    assert main([*lm_args, "--out", str(tmp_path / "lm")]) == 0
+    chosen = tmp_path / "chosen"
+    assert main([*args, "--candidates", "2", "--data", str(data), "--out", str(chosen)]) == 0
+    card = json.loads((chosen / "data_card.json").read_text())
+    assert card["size"]["stays"] == 4 and card["sampling"]["selection"]["candidates"] == 2
+    assert sampled_candidates(chosen) == 2 and sampled_candidates(out) == 1
+    assert "selection, candidates: 2" in (chosen / "data_card.md").read_text()
+    assert main([*args, "--candidates", "2", "--out", str(tmp_path / "no")]) == 2
+    other = tmp_path / "other"
+    write_canonical(cohort["train"].take(np.arange(10)), other, "simulator", seed=1)
+    assert main([*args, "--candidates", "2", "--data", str(other), "--out", str(other)]) == 2
     gan = ["synth", "sample", "--model", str(tmp_path / "gan"), "--guidance", "1"]
     assert main([*gan, "--out", str(tmp_path / "no")]) == 2

@@ -9,12 +9,14 @@
   training), written in the canonical format (``DIR/events.parquet``,
   ``DIR/stays.parquet``: every other command reads them) and in the PhysioNet 2012
   format (``DIR/physionet2012/set-synthetic/*.txt`` and ``Outcomes-synthetic.txt``), with
-  a data card (``DIR/data_card.json``, ``DIR/data_card.md``).
+  a data card (``DIR/data_card.json``, ``DIR/data_card.md``). With ``--candidates K
+  --data DIR...`` (the generator's training folders), each stay is the one kept of K
+  drawn (:mod:`~bedside.training.synthetic.refine`).
 * ``evaluate --synthetic DIR --train DIR... --test DIR... --out REPORT_DIR``: the
   evaluation of :mod:`~bedside.training.synthetic.evaluate` as ``evaluation.json`` and a
   self-contained ``report.html``; the privacy results are added to the synthetic
   folder's data card. ``--model`` lets the rebalancing draw more synthetic deaths than
-  the folder holds.
+  the folder holds, drawn as the folder's were (guidance, candidates: its data card).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import argparse
 import json
 import os
 import shutil
+from pathlib import Path
+from typing import Any
 
 #: Cores torch uses (the project's machines have two, shared).
 THREADS = 2
@@ -79,6 +83,7 @@ def sample(args: argparse.Namespace) -> int:
     _set_threads()
     from bedside.training.synthetic.data import write_canonical, write_physionet2012
     from bedside.training.synthetic.generator import GeneratorError, load_generator
+    from bedside.training.synthetic.refine import select
     from bedside.training.synthetic.report import data_card, write_card
 
     generator = load_generator(args.model)
@@ -89,7 +94,20 @@ def sample(args: argparse.Namespace) -> int:
             )
         generator = generator.with_guidance(args.guidance)
     n = args.stays if args.stays is not None else int(generator.training["n_stays"])
-    stays = generator.sample(n, seed=args.seed, death_share=args.deaths_share)
+    selection = None
+    if args.candidates > 1:
+        real = _training_stays(generator, args.data)
+        stays, selection = select(
+            generator,
+            real,
+            n,
+            candidates=args.candidates,
+            seed=args.seed,
+            death_share=args.deaths_share,
+            progress=lambda line: print(line, flush=True),
+        )
+    else:
+        stays = generator.sample(n, seed=args.seed, death_share=args.deaths_share)
     args.out.mkdir(parents=True, exist_ok=True)
     source = f"bedside-synth {generator.kind}"
     formats = {}
@@ -99,7 +117,8 @@ def sample(args: argparse.Namespace) -> int:
         set_dir, outcomes = write_physionet2012(stays, args.out / "physionet2012", args.seed)
         formats["physionet2012"] = f"{set_dir}/<RecordID>.txt, {outcomes}"
     write_card(
-        args.out, data_card(generator, args.model, stays, formats, args.seed, args.deaths_share)
+        args.out,
+        data_card(generator, args.model, stays, formats, args.seed, args.deaths_share, selection),
     )
     print(
         f"sampled {len(stays)} stays ({int(stays.death.sum())} deaths, {int(stays.mask.sum()):,} "
@@ -110,15 +129,46 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_stays(generator: Any, folders: list[Path] | None) -> Any:
+    """The stays of ``folders``, refused unless they are the ones the generator was trained
+    on: the selection's classifier must never see stays the samples are evaluated
+    against."""
+    from bedside.training.survival.data import fingerprint, read_folders
+    from bedside.training.synthetic.data import stay_set
+    from bedside.training.synthetic.generator import GeneratorError
+
+    if not folders:
+        raise GeneratorError(
+            "--candidates needs --data: the canonical folders the generator was trained on"
+        )
+    events, stays = read_folders(folders)
+    trained_on = generator.training.get("data")
+    if not trained_on:
+        raise GeneratorError(
+            "--candidates: the generator does not record the stays it was trained on "
+            "(train it with `bedside synth train`)"
+        )
+    if fingerprint(folders, stays)["stay_ids_sha256"] != trained_on.get("stay_ids_sha256"):
+        raise GeneratorError(
+            f"--data {' '.join(map(str, folders))}: not the stays the generator was trained "
+            f"on ({', '.join(trained_on['folders'])}, {trained_on['n_stays']} stays); the "
+            "selection compares candidates "
+            "with the training stays only"
+        )
+    return stay_set(events, stays, generator.encoding.grid)
+
+
 def evaluate(args: argparse.Namespace) -> int:
     _set_threads()
     from bedside.training.survival.data import read_folders
     from bedside.training.synthetic.data import StaySet
     from bedside.training.synthetic.evaluate import EvaluationOptions, Sets, evaluate, public
     from bedside.training.synthetic.generator import CURVES_PLOT, load_generator
+    from bedside.training.synthetic.refine import select
     from bedside.training.synthetic.report import (
         CARD_JSON,
         add_evaluation,
+        sampled_candidates,
         sampled_guidance,
         write_html,
     )
@@ -142,9 +192,16 @@ def evaluate(args: argparse.Namespace) -> int:
         # More deaths for the rebalancing, drawn as the synthetic stays were (data card).
         generator = generator.with_guidance(sampled_guidance(args.synthetic))
 
+    candidates = sampled_candidates(args.synthetic)
+
     def more_deaths(k: int) -> StaySet:
         assert generator is not None
-        return generator.sample(k, seed=args.seed + 1, death_share=1.0)
+        if candidates == 1:
+            return generator.sample(k, seed=args.seed + 1, death_share=1.0)
+        deaths, _ = select(
+            generator, sets.train_set, k, candidates=candidates, seed=args.seed + 1, death_share=1.0
+        )
+        return deaths
 
     report = evaluate(
         sets,

@@ -270,7 +270,7 @@ def static_matrix(stays: StaySet, icu_types: list[str], reference: StaySet) -> n
     return np.column_stack(columns).astype(np.float64)
 
 
-def _features(stays: StaySet, reference: StaySet, icu_types: list[str]) -> np.ndarray:
+def stay_features(stays: StaySet, reference: StaySet, icu_types: list[str]) -> np.ndarray:
     from bedside.training.survival.features import COMPACT, window_features
 
     return np.hstack(
@@ -299,7 +299,9 @@ def discriminative_score(
 
     rng = np.random.default_rng(options.seed)
     real, synthetic = _balanced(real, synthetic, rng)
-    y, score, folds = _boosted_scores(real, synthetic, options)
+    y, score, folds = boosted_scores(
+        real, synthetic, folds=options.classifier_folds, seed=options.seed
+    )
     gbm = float(roc_auc_score(y, score))
     gru = gru_discriminator(real, synthetic, options)
     return {
@@ -316,8 +318,8 @@ def discriminative_score(
     }
 
 
-def _boosted_scores(
-    real: StaySet, synthetic: StaySet, options: EvaluationOptions
+def boosted_scores(
+    real: StaySet, synthetic: StaySet, *, folds: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Labels (1 = synthetic), out-of-fold scores of gradient boosting on the stays'
     features (real ones the reference of the standardisation) and the folds used."""
@@ -325,19 +327,19 @@ def _boosted_scores(
     from sklearn.model_selection import StratifiedKFold
 
     icu_types = sorted(set(real.statics["icu_type"].fill_null("unknown").to_list()))
-    x = np.vstack([_features(real, real, icu_types), _features(synthetic, real, icu_types)])
+    x = np.vstack([stay_features(real, real, icu_types), stay_features(synthetic, real, icu_types)])
     y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))].astype(np.int64)
     x[:, np.isnan(x).all(axis=0)] = 0.0
-    folds = min(options.classifier_folds, len(real), len(synthetic))
+    folds = min(folds, len(real), len(synthetic))
     score = np.zeros(y.size)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=options.seed)
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(x, y):
         model = HistGradientBoostingClassifier(
             max_iter=200,
             learning_rate=0.1,
             max_leaf_nodes=15,
             early_stopping=False,
-            random_state=options.seed,
+            random_state=seed,
         )
         score[test] = model.fit(x[train], y[train]).predict_proba(x[test])[:, 1]
     return y, score, folds
@@ -356,7 +358,8 @@ def encoding_floor(
     order = np.random.default_rng(options.seed).permutation(len(real))
     half = len(real) // 2
     kept, passed = real.take(np.sort(order[:half])), real.take(np.sort(order[half:]))
-    y, score, _ = _boosted_scores(kept, round_trip(passed).on_grid(real.grid), options)
+    passed = round_trip(passed).on_grid(real.grid)
+    y, score, _ = boosted_scores(kept, passed, folds=options.classifier_folds, seed=options.seed)
     return {
         "auroc": float(roc_auc_score(y, score)),
         "n_each": [half, len(real) - half],

@@ -441,6 +441,7 @@ def data_card(
     formats: dict[str, str],
     seed: int,
     death_share: float | None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from bedside import __version__
 
@@ -471,6 +472,7 @@ def data_card(
             "death_share": death_share if death_share is not None else "as in training",
             "conditions": "outcome (in-hospital death) and ICU type, drawn as in training",
             "outcome_guidance": getattr(generator.config, "guidance", None),
+            "selection": selection or {"candidates": 1, "method": "none: every stay drawn kept"},
         },
         "size": {
             "stays": len(stays),
@@ -497,6 +499,7 @@ def data_card(
 
 def card_markdown(card: dict[str, Any]) -> str:
     size, generator = card["size"], card["generator"]
+    selection = card["sampling"].get("selection") or {}
     lines = [
         f"# {card['name']}",
         "",
@@ -515,7 +518,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- model folder: `{generator['model_folder']}`",
         "",
         "## Sampling",
-        *[f"- {key}: {value}" for key, value in card["sampling"].items() if value is not None],
+        *[
+            f"- {key}: {value}"
+            for key, value in card["sampling"].items()
+            if value is not None and not isinstance(value, dict)
+        ],
+        *[f"- selection, {key}: {value}" for key, value in selection.items()],
         "",
         "## Size",
         f"- {size['stays']} stays, {size['deaths']} deaths, {size['values']} values",
@@ -555,13 +563,24 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sampling(folder: Path) -> dict[str, Any]:
+    card = folder / CARD_JSON
+    if not card.exists():
+        return {}
+    sampling: dict[str, Any] = json.loads(card.read_text()).get("sampling", {})
+    return sampling
+
+
 def sampled_guidance(folder: Path) -> float:
     """The outcome guidance the stays of ``folder`` were sampled with, from their data
     card (0 without one, or for a card written before the option existed)."""
-    card = folder / CARD_JSON
-    if not card.exists():
-        return 0.0
-    return float(json.loads(card.read_text()).get("sampling", {}).get("outcome_guidance") or 0.0)
+    return float(_sampling(folder).get("outcome_guidance") or 0.0)
+
+
+def sampled_candidates(folder: Path) -> int:
+    """The candidates drawn for each stay of ``folder`` (:mod:`~bedside.training.synthetic.refine`),
+    from its data card (1 without one, or for a card written before the option existed)."""
+    return int((_sampling(folder).get("selection") or {}).get("candidates") or 1)
 
 
 def write_card(folder: Path, card: dict[str, Any]) -> None:

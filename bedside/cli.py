@@ -631,9 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="K",
-        help="draw K candidates for each stay and keep the one a classifier of them against "
-        "the training stays finds most real, by resampling (default 1: every stay drawn "
-        "kept; K > 1 needs --data and takes K times as long; see BENCHMARKS.md)",
+        help="draw K candidates for each stay and keep one, chosen in proportion to how real "
+        "a classifier of the candidates against the training stays finds it (default 1: "
+        "every stay drawn kept; K > 1 needs --data and takes K times as long; see "
+        "BENCHMARKS.md)",
     )
     synth_sample.add_argument(
         "--data",

@@ -552,6 +552,9 @@ def test_synth_commands_write_model_samples_and_card(
     assert sampled_candidates(chosen) == 2 and sampled_candidates(out) == 1
     assert "selection, candidates: 2" in (chosen / "data_card.md").read_text()
     assert main([*args, "--candidates", "2", "--out", str(tmp_path / "no")]) == 2
+    assert (
+        main([*args, "--candidates", "0", "--data", str(data), "--out", str(tmp_path / "no")]) == 2
+    )
     other = tmp_path / "other"
     write_canonical(cohort["train"].take(np.arange(10)), other, "simulator", seed=1)
     assert main([*args, "--candidates", "2", "--data", str(other), "--out", str(other)]) == 2

@@ -95,6 +95,8 @@ def sample(args: argparse.Namespace) -> int:
         generator = generator.with_guidance(args.guidance)
     n = args.stays if args.stays is not None else int(generator.training["n_stays"])
     selection = None
+    if args.candidates < 1:
+        raise GeneratorError(f"--candidates {args.candidates}: expected 1 or more")
     if args.candidates > 1:
         real = _training_stays(generator, args.data)
         stays, selection = select(
